@@ -1,0 +1,207 @@
+"""The one training engine every strategy goes through.
+
+`train(cfg)` loads the data, builds the model, runs the strategy's phases epoch by epoch and writes the run
+directory (see aeclass.run). The data stay uint8 tensors on the training device; each batch is indexed,
+converted to float and augmented there with tensor ops, so no DataLoader or per-sample Python is on the hot
+path. The learning rate is set every iteration, a non-finite loss stops the run (the last good checkpoint
+stays), and every random draw comes from generators whose states the checkpoints carry, so a resumed run
+continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import ImageDataset, labelled_subset, semi_labels, to_float
+from .data.augment import AugmentConfig, augment_batch, default_augment, parse_augment
+from .errors import AeclassError, ConfigError
+from .models import AEClassifier
+from .strategies import Batch, Phase
+
+
+class TrainingDiverged(AeclassError):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got '{name}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked for, a no-op context otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class TrainData:
+    """The training set on the device, the labelled/unlabelled split and the augmentation."""
+
+    x: torch.Tensor          # uint8 (N, C, H, W) on the device
+    y: torch.Tensor          # int64 (N,), -1 = unlabelled
+    labelled: torch.Tensor   # indices of labelled samples (on the device)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    augment: AugmentConfig | None
+
+    @classmethod
+    def build(cls, ds: ImageDataset, cfg: TrainConfig, device: torch.device) -> "TrainData":
+        idx = labelled_subset(ds.train_y, cfg.labels, cfg.seed, ds.num_classes)
+        aug = parse_augment(cfg.augment)
+        if aug is None:
+            aug = default_augment(ds.name, ds.image_shape)
+        return cls(ds.train_x.to(device), semi_labels(ds.train_y, idx).to(device), idx.to(device),
+                   ds.test_x.to(device), ds.test_y.to(device), aug)
+
+    @property
+    def n_labelled(self) -> int:
+        return int(self.labelled.numel())
+
+    def batches(self, phase: Phase, cfg: TrainConfig, gen: torch.Generator):
+        """Yield one epoch of Batches. Index permutations come from `gen` (CPU) for reproducibility."""
+        dev = self.x.device
+        if phase.images == "labelled":
+            order = self.labelled[torch.randperm(self.n_labelled, generator=gen).to(dev)]
+        else:
+            order = torch.randperm(self.x.shape[0], generator=gen).to(dev)
+        bs = cfg.batch_size
+        n_steps = max(1, len(order) // bs)  # drop the ragged last batch (BatchNorm dislikes tiny batches)
+        mix = phase.mix_labelled and self.n_labelled < self.x.shape[0]
+        if mix:
+            lbs = min(cfg.labelled_batch_size or bs, self.n_labelled)
+            need = n_steps * lbs
+            reps = -(-need // self.n_labelled)
+            lab_order = torch.cat([self.labelled[torch.randperm(self.n_labelled, generator=gen).to(dev)] for _ in range(reps)])
+        for s in range(n_steps):
+            idx = order[s * bs:(s + 1) * bs] if n_steps > 1 else order
+            y = self.y[idx]
+            if mix:
+                # Few labels: a labelled batch joins every step; the "all images" part counts as unlabelled
+                # so each labelled image weighs the same in the classification loss.
+                lidx = lab_order[s * lbs:(s + 1) * lbs]
+                idx = torch.cat([lidx, idx])
+                y = torch.cat([self.y[lidx], torch.full_like(y, -1)])
+            x = augment_batch(to_float(self.x[idx]), self.augment, gen)
+            yield Batch(x, y)
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    if schedule == "constant":
+        return base
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def phase_parameters(model: AEClassifier, phase: Phase) -> list[nn.Parameter]:
+    params = []
+    for name in phase.trains:
+        module = getattr(model, name, None)
+        if module is not None:
+            params += [p for p in module.parameters() if p.requires_grad]
+    return params
+
+
+def set_train_mode(model: AEClassifier, phase: Phase) -> None:
+    model.train()
+    for name in phase.frozen:
+        module = getattr(model, name)
+        module.eval()  # frozen BatchNorm keeps its running statistics
+        module.requires_grad_(False)
+
+
+@torch.no_grad()
+def evaluate(model: AEClassifier, x: torch.Tensor, y: torch.Tensor | None, precision: str = "fp32",
+             batch_size: int = 1024, recon_loss: str = "mse") -> dict:
+    """Test metrics: accuracy and CE (with a head), reconstruction MSE (with a decoder), predictions."""
+    model.eval()
+    dev = next(model.parameters()).device
+    preds, sq_err, ce_sum, n = [], 0.0, 0.0, x.shape[0]
+    for i in range(0, n, batch_size):
+        xb = to_float(x[i:i + batch_size].to(dev))
+        with autocast(dev, precision):
+            out = model(xb)
+        if "logits" in out:
+            logits = out["logits"].float()
+            preds.append(logits.argmax(1))
+            if y is not None:
+                ce_sum += float(nn.functional.cross_entropy(logits, y[i:i + batch_size].to(dev), reduction="sum"))
+        if "recon" in out:
+            sq_err += float(((out["recon"].float() - xb) ** 2).mean(dim=(1, 2, 3)).sum())
+    metrics: dict = {}
+    if preds:
+        pred = torch.cat(preds).cpu()
+        metrics["predictions"] = pred
+        if y is not None:
+            metrics["accuracy"] = float((pred == y.cpu()).float().mean())
+            metrics["loss"] = ce_sum / n
+    if model.has_decoder:
+        metrics["recon_mse"] = sq_err / n
+    return metrics
+
+
+def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, opt, gen, step0: int,
+                      total_steps: int, warmup: int, device, progress=None) -> tuple[dict, int]:
+    """One epoch of one phase; returns the epoch's mean losses and the new global step."""
+    set_train_mode(model, phase)
+    sums: dict[str, float] = {}
+    count, correct, labelled = 0, 0, 0
+    step = step0
+    for batch in data.batches(phase, cfg, gen):
+        lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.schedule)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with autocast(device, cfg.precision):
+            losses = phase.step(model, batch, cfg)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: loss is {float(loss)} in phase '{phase.name}' at step {step}; "
+                                   f"try a lower --lr (now {cfg.lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        count += 1
+        for k, v in losses.items():
+            if k in ("correct", "labelled"):
+                continue
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        correct += int(losses.get("correct", 0))
+        labelled += int(losses.get("labelled", 0))
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+    means = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
+    if labelled:
+        means["train_accuracy"] = correct / labelled
+    means["lr"] = lr_at(step - 1, total_steps, warmup, cfg.lr, cfg.schedule)
+    return means, step
+
+
+def steps_per_epoch(phase: Phase, data: TrainData, cfg: TrainConfig) -> int:
+    n = data.n_labelled if phase.images == "labelled" else data.x.shape[0]
+    return max(1, n // cfg.batch_size)

@@ -1,0 +1,74 @@
+"""The one model shape every strategy trains: encoder -> code, plus an optional decoder and head.
+
+An autoencoder is encoder + decoder; a classifier is encoder + head; the seeds' hybrid has both, so one
+forward pass gives the reconstruction and the class scores from the same code. Strategies decide which
+outputs enter the loss and which parts are trained or frozen.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AEClassifier(nn.Module):
+    """encoder(x) -> code; decoder(code) -> reconstruction in [0, 1]; head(code) -> class logits.
+
+    Inputs are float images in [0, 1]. The encoder sees them standardised with the per-channel mean/std
+    held in buffers (set from the training data by `set_input_stats`), so checkpoints carry the
+    normalisation with the weights; the decoder reconstructs the raw [0, 1] image.
+    """
+
+    def __init__(self, encoder: nn.Module, code_dim: int, input_shape, decoder: nn.Module | None = None,
+                 num_classes: int | None = None, head: nn.Module | None = None):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.code_dim = code_dim
+        self.encoder = encoder
+        self.decoder = decoder
+        if head is None and num_classes:
+            head = nn.Linear(code_dim, num_classes)
+        self.head = head
+        self.num_classes = num_classes
+        c = self.input_shape[0]
+        self.register_buffer("in_mean", torch.full((1, c, 1, 1), 0.5))
+        self.register_buffer("in_std", torch.full((1, c, 1, 1), 0.25))
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.decoder is not None
+
+    @property
+    def has_head(self) -> bool:
+        return self.head is not None
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.in_mean.copy_(mean.reshape(self.in_mean.shape))
+        self.in_std.copy_(std.clamp_min(1e-3).reshape(self.in_std.shape))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder((x - self.in_mean) / self.in_std)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this model has no decoder")
+        return self.decoder(code)
+
+    def classify(self, code: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise RuntimeError("this model has no classification head")
+        return self.head(code)
+
+    def forward(self, x: torch.Tensor, decode: bool = True, classify: bool = True) -> dict[str, torch.Tensor]:
+        code = self.encode(x)
+        out = {"code": code}
+        if classify and self.head is not None:
+            out["logits"] = self.head(code)
+        if decode and self.decoder is not None:
+            out["recon"] = self.decoder(code)
+        return out
+
+
+def conv_out_size(size: int, stride: int) -> int:
+    """Spatial size after a 3x3 'same'-padded conv / 2x2 pool with this stride (ceil mode)."""
+    return -(-size // stride)

@@ -1,0 +1,54 @@
+"""The registered models. Each factory takes the data's `input_shape` (C, H, W) and an optional
+`num_classes`; with `num_classes` the model carries a classification head on its code."""
+from __future__ import annotations
+
+from torch import nn
+
+from .core import AEClassifier
+from .layers import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .registry import register_model
+
+
+@register_model
+def mlp_ae(input_shape, num_classes=None, code_dim: int = 32, hidden: tuple[int, ...] = (), code_act: str = "relu"):
+    """The seed article's dense autoencoder: flatten-[hidden]-code-[hidden]-image (784-32-784 on MNIST),
+    ReLU code, sigmoid output."""
+    hidden = tuple(hidden)
+    return AEClassifier(MLPEncoder(input_shape, hidden, code_dim, code_act), code_dim, input_shape,
+                        decoder=MLPDecoder(input_shape, hidden, code_dim), num_classes=num_classes)
+
+
+@register_model
+def conv_ae(input_shape, num_classes=None, code_dim: int = 32, widths: tuple[int, ...] = (32, 64),
+            bn: bool = True, code_act: str = "none"):
+    """A convolutional autoencoder with a dense bottleneck of `code_dim` (linear by default: a ReLU
+    bottleneck wastes code units that die at zero)."""
+    enc = ConvEncoder(input_shape, tuple(widths), code_dim, bn=bn, code_act=code_act)
+    return AEClassifier(enc, code_dim, input_shape, decoder=ConvDecoder(enc, input_shape[0], tuple(widths), code_dim, bn),
+                        num_classes=num_classes)
+
+
+@register_model
+def cnn(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128), dense: int = 128,
+        bn: bool = False, padding: str = "same"):
+    """The seed article's CIFAR-10 CNN: conv32-pool-conv64-pool-conv128-pool-dense128-softmax.
+
+    The dense128 layer is the code; the head is the softmax layer (softmax itself lives in the loss).
+    `padding='valid'` is the article's exact Keras network; 'same' (default) also fits 8x8 digits."""
+    enc = ConvEncoder(input_shape, tuple(widths), dense, bn=bn, padding=padding, code_act="relu")
+    return AEClassifier(enc, dense, input_shape, num_classes=num_classes)
+
+
+@register_model
+def hybrid(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128), code_dim: int = 128,
+           bn: bool = True, padding: str = "same", dropout: float = 0.0):
+    """Seed 002's design made real: the CNN's convolutional front-end is the encoder of an autoencoder.
+
+    The code (the CNN's dense layer) feeds both the classification head and a convolutional decoder that
+    reconstructs the image, so one forward pass serves the joint loss CE + lambda * reconstruction."""
+    enc = ConvEncoder(input_shape, tuple(widths), code_dim, bn=bn, padding=padding, code_act="relu")
+    head = None
+    if num_classes:
+        head = nn.Sequential(nn.Dropout(dropout), nn.Linear(code_dim, num_classes)) if dropout else None
+    return AEClassifier(enc, code_dim, input_shape, decoder=ConvDecoder(enc, input_shape[0], tuple(widths), code_dim, bn),
+                        num_classes=num_classes, head=head)

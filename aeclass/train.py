@@ -1,0 +1,297 @@
+"""`train(cfg)`: one run from config to run directory, through the shared engine.
+
+Run directory layout (a public interface: scripts read these files):
+
+    config.yaml          the resolved TrainConfig
+    run.json             seed, versions, device, command, data summary, labelled/unlabelled counts
+    metrics.csv          one row per epoch: phase, losses, accuracies, reconstruction MSE, lr, seconds
+    metrics.json         final figures: test_accuracy, test_recon_mse, train_seconds, ... (see README)
+    checkpoints/last.pt  written after every epoch (temp file + rename); --resume continues from it
+    checkpoints/best.pt  the final-phase epoch with the lowest training loss (test data never select it)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import TrainConfig, build_config, save_config
+from .data import load_dataset
+from .engine import (TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
+                     train_phase_epoch)
+from .errors import AeclassError, ConfigError
+from .io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from .models import AEClassifier, create_model
+from .strategies import build_phases
+
+METRIC_FIELDS = ["phase", "epoch", "phase_epoch", "lr", "train_loss", "train_ce", "train_recon", "train_accuracy",
+                 "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    model: AEClassifier
+    config: TrainConfig
+
+
+def versions() -> dict:
+    import sklearn
+    return {"aeclass": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "platform": platform.platform()}
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    data = cfg.data.split(":", 1)[0]
+    return Path("runs") / f"{data}-{cfg.strategy}-{cfg.labels or 'all'}-s{cfg.seed}-{stamp}"
+
+
+def build_model(cfg: TrainConfig, ds) -> AEClassifier:
+    return create_model(cfg.model, ds.image_shape, ds.num_classes, **cfg.model_kwargs)
+
+
+def load_init_weights(model: AEClassifier, path: str) -> None:
+    """Start from another run's weights (a pre-trained autoencoder, or transfer learning).
+
+    Like a linear probe in MAE, we check exactly which keys did not load: only the head may be new.
+    """
+    ckpt = load_checkpoint(path)
+    state = {k: v for k, v in ckpt["model_state"].items() if not k.startswith("head.")}
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ConfigError(f"--init {path}: weights do not fit this model ({bad[0]}: {tuple(state[bad[0]].shape)} vs "
+                          f"{tuple(own[bad[0]].shape)}); use the same --model and image size")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ConfigError(f"--init {path}: checkpoint does not match model '{cfg_name(model)}' "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def cfg_name(model) -> str:
+    return getattr(model, "spec", {}).get("name", type(model).__name__)
+
+
+class _Progress:
+    """tqdm on a terminal, nothing otherwise (plain per-epoch lines are printed either way)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def bar(self, total: int, desc: str):
+        if not self.enabled:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=print, progress: bool = True,
+          dataset=None) -> RunResult:
+    """Train `cfg` into its run directory and return the final metrics.
+
+    >>> from aeclass import TrainConfig, train
+    >>> result = train(TrainConfig(data="digits", labels=100, strategy="joint", epochs=10, out="runs/demo"))
+    >>> result.metrics["test_accuracy"]
+    """
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if resume and not ckpt_path.is_file():
+        raise AeclassError(f"--resume: no checkpoint at {ckpt_path} to continue from")
+    if not resume and (run_dir / "metrics.csv").exists():
+        raise AeclassError(f"--out {run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    cfg.out = str(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    gen = seed_everything(cfg.seed)
+
+    ds = dataset if dataset is not None else load_dataset(cfg.data, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed)
+    if cfg.labels is not None and cfg.labels > ds.train_x.shape[0]:
+        log(f"note: --labels {cfg.labels} exceeds the {ds.train_x.shape[0]} training images; using all labels")
+    model = build_model(cfg, ds).to(device)
+    data = TrainData.build(ds, cfg, device)
+    xf = ds.train_x.float() / 255.0
+    model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
+    del xf
+    if init:
+        load_init_weights(model, init)
+    phases = build_phases(cfg, model, pretrained=bool(init))
+
+    state = {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [], "best_loss": float("inf"), "elapsed": 0.0}
+    opt_state = None
+    if resume:
+        ck = load_checkpoint(ckpt_path)
+        model.load_state_dict(ck["model_state"])
+        state.update(ck["progress"])
+        opt_state = ck.get("optimizer_state")
+        gen.set_state(ck["generator_state"])
+        torch.set_rng_state(ck["torch_rng_state"])
+        log(f"resuming {run_dir} at phase {state['phase_index']} epoch {state['phase_epoch']}")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    info = {
+        "seed": cfg.seed, "versions": versions(), "device": str(device), "command": sys.argv,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": ds.summary(), "n_train": int(ds.train_x.shape[0]), "n_test": int(ds.test_x.shape[0]),
+        "n_labelled": data.n_labelled, "n_unlabelled": int(ds.train_x.shape[0]) - data.n_labelled,
+        "augment": cfg.augment if cfg.augment != "default" else f"default ({_aug_str(data.augment)})",
+        "model": model.spec, "parameters": sum(p.numel() for p in model.parameters()),
+        "phases": [{"name": p.name, "epochs": p.epochs, "images": p.images} for p in phases],
+    }
+    atomic_write_json(run_dir / "run.json", info)
+    log(f"run {run_dir}: {cfg.strategy} on {ds.name} {tuple(ds.image_shape)}, {data.n_labelled} labelled / "
+        f"{ds.train_x.shape[0]} train images, model {cfg.model} ({info['parameters']:,} parameters), {device}")
+
+    bars = _Progress(progress)
+    epoch_global = sum(p.epochs for p in phases[:state["phase_index"]]) + state["phase_epoch"]
+    for pi in range(state["phase_index"], len(phases)):
+        phase = phases[pi]
+        for p in model.parameters():
+            p.requires_grad_(True)
+        opt = make_optimizer(phase_parameters(model, phase), cfg)
+        if opt_state is not None and pi == state["phase_index"]:
+            opt.load_state_dict(opt_state)
+        opt_state = None
+        spe = steps_per_epoch(phase, data, cfg)
+        total = phase.epochs * spe
+        warmup = int(cfg.warmup_epochs * spe)
+        start_epoch = state["phase_epoch"] if pi == state["phase_index"] else 0
+        phase_step = start_epoch * spe
+        for ep in range(start_epoch, phase.epochs):
+            t0 = time.perf_counter()
+            bar = bars.bar(spe, f"{phase.name} {ep + 1}/{phase.epochs}")
+            means, phase_step = train_phase_epoch(model, phase, data, cfg, opt, gen, phase_step, total, warmup,
+                                                  device, bar)
+            if bar is not None:
+                bar.close()
+            train_time = time.perf_counter() - t0
+            test = evaluate(model, data.test_x, data.test_y, cfg.precision)
+            state["elapsed"] += train_time
+            epoch_global += 1
+            row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
+                   "test_accuracy": test.get("accuracy"), "test_loss": test.get("loss"),
+                   "test_recon_mse": test.get("recon_mse"), "epoch_seconds": train_time,
+                   "elapsed_seconds": state["elapsed"]}
+            state["history"].append({k: row.get(k) for k in METRIC_FIELDS})
+            state.update(phase_index=pi, phase_epoch=ep + 1, step=state["step"] + spe)
+            is_last_phase = pi == len(phases) - 1
+            improved = is_last_phase and means.get("train_loss", float("inf")) < state["best_loss"]
+            if improved:
+                state["best_loss"] = means["train_loss"]
+                state["best_epoch"] = epoch_global
+            ckpt = _checkpoint(model, opt, gen, state, cfg, ds)
+            save_checkpoint(ckpt, run_dir / "checkpoints" / "last.pt")
+            if improved:
+                save_checkpoint({k: v for k, v in ckpt.items() if k != "optimizer_state"}, run_dir / "checkpoints" / "best.pt")
+            _write_csv(run_dir / "metrics.csv", state["history"])
+            log(_epoch_line(row, phase.epochs))
+        if pi + 1 < len(phases):
+            state.update(phase_index=pi + 1, phase_epoch=0)
+
+    final = evaluate(model, data.test_x, data.test_y, cfg.precision)
+    metrics = _final_metrics(cfg, ds, data, model, final, state, phases)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    summary = [f"test_accuracy {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None else None,
+               f"test_recon_mse {metrics['test_recon_mse']:.5f}" if metrics.get("test_recon_mse") is not None else None,
+               f"train_seconds {metrics['train_seconds']:.1f}"]
+    log("done: " + ", ".join(s for s in summary if s) + f"  ({run_dir})")
+    if cfg.report:
+        _maybe_report(run_dir, log)
+    return RunResult(run_dir, metrics, model, cfg)
+
+
+def _aug_str(aug) -> str:
+    from .data.augment import augment_to_string
+    return augment_to_string(aug)
+
+
+def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds) -> dict:
+    return {
+        "format": "aeclass-checkpoint-1",
+        "model_spec": model.spec,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": opt.state_dict(),
+        "generator_state": gen.get_state(),
+        "torch_rng_state": torch.get_rng_state(),
+        "progress": {k: state[k] for k in ("phase_index", "phase_epoch", "step", "history", "best_loss", "elapsed")
+                     } | ({"best_epoch": state["best_epoch"]} if "best_epoch" in state else {}),
+        "config": cfg.to_dict(),
+        "classes": list(ds.classes),
+        "image_shape": list(ds.image_shape),
+        "data_name": ds.name,
+    }
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])) for k in METRIC_FIELDS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _epoch_line(row: dict, n: int) -> str:
+    parts = [f"{row['phase']} {row['phase_epoch']}/{n}"]
+    for key, fmt in (("train_loss", "loss {:.4f}"), ("train_accuracy", "train_acc {:.3f}"),
+                     ("test_accuracy", "test_acc {:.4f}"), ("test_recon_mse", "test_mse {:.5f}"),
+                     ("epoch_seconds", "{:.1f}s")):
+        if row.get(key) is not None:
+            parts.append(fmt.format(row[key]))
+    return "  ".join(parts)
+
+
+def _final_metrics(cfg, ds, data, model, final, state, phases) -> dict:
+    y = data.test_y.cpu()
+    m = {
+        "test_accuracy": final.get("accuracy"),
+        "test_loss": final.get("loss"),
+        "test_recon_mse": final.get("recon_mse"),
+        "train_seconds": state["elapsed"],
+        "epochs": sum(p.epochs for p in phases),
+        "best_epoch": state.get("best_epoch"),
+        "strategy": cfg.strategy, "model": cfg.model, "data": ds.name, "seed": cfg.seed,
+        "labels": cfg.labels, "n_labelled": data.n_labelled, "n_unlabelled": int(data.x.shape[0]) - data.n_labelled,
+        "n_train": int(data.x.shape[0]), "n_test": int(y.shape[0]),
+        "classes": list(ds.classes),
+    }
+    if "predictions" in final:
+        k = ds.num_classes
+        cm = torch.bincount(y * k + final["predictions"], minlength=k * k).reshape(k, k)
+        m["confusion_matrix"] = cm.tolist()
+        m["per_class_accuracy"] = (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
+    return m
+
+
+def _maybe_report(run_dir: Path, log) -> None:
+    try:
+        from .report import write_report
+    except ImportError:
+        return
+    try:
+        path = write_report(run_dir)
+        log(f"report: {path}")
+    except AeclassError as e:
+        log(f"report skipped: {e}")
