@@ -72,23 +72,35 @@ class TrainData:
     def n_labelled(self) -> int:
         return int(self.labelled.numel())
 
+    def _cycled(self, count: int, gen: torch.Generator) -> torch.Tensor:
+        """`count` labelled indices: fresh permutations of the labelled set, back to back."""
+        reps = -(-count // self.n_labelled)
+        perms = [torch.randperm(self.n_labelled, generator=gen) for _ in range(reps)]
+        return self.labelled[torch.cat(perms)[:count].to(self.labelled.device)]
+
     def batches(self, phase: Phase, cfg: TrainConfig, gen: torch.Generator):
-        """Yield one epoch of Batches. Index permutations come from `gen` (CPU) for reproducibility."""
-        dev = self.x.device
-        if phase.images == "labelled":
-            order = self.labelled[torch.randperm(self.n_labelled, generator=gen).to(dev)]
-        else:
-            order = torch.randperm(self.x.shape[0], generator=gen).to(dev)
+        """Yield one epoch of Batches; permutations come from `gen` (CPU) for reproducibility.
+
+        Every phase's epoch is len(train set) // batch_size steps, also when it trains on a few labels only
+        (the labelled set is then cycled), so strategies are compared at equal numbers of optimiser steps
+        and a 100-label supervised run is not starved of updates.
+        """
         bs = cfg.batch_size
-        n_steps = max(1, len(order) // bs)  # drop the ragged last batch (BatchNorm dislikes tiny batches)
+        n_steps = steps_per_epoch(phase, self, cfg)
+        if phase.images == "labelled":
+            lbs = min(bs, self.n_labelled)
+            order = self._cycled(n_steps * lbs, gen)
+            for s in range(n_steps):
+                idx = order[s * lbs:(s + 1) * lbs]
+                yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), self.y[idx])
+            return
+        order = torch.randperm(self.x.shape[0], generator=gen).to(self.x.device)
         mix = phase.mix_labelled and self.n_labelled < self.x.shape[0]
         if mix:
             lbs = min(cfg.labelled_batch_size or bs, self.n_labelled)
-            need = n_steps * lbs
-            reps = -(-need // self.n_labelled)
-            lab_order = torch.cat([self.labelled[torch.randperm(self.n_labelled, generator=gen).to(dev)] for _ in range(reps)])
+            lab_order = self._cycled(n_steps * lbs, gen)
         for s in range(n_steps):
-            idx = order[s * bs:(s + 1) * bs] if n_steps > 1 else order
+            idx = order[s * bs:(s + 1) * bs]  # the ragged last batch is dropped (BatchNorm dislikes tiny ones)
             y = self.y[idx]
             if mix:
                 # Few labels: a labelled batch joins every step; the "all images" part counts as unlabelled
@@ -96,8 +108,7 @@ class TrainData:
                 lidx = lab_order[s * lbs:(s + 1) * lbs]
                 idx = torch.cat([lidx, idx])
                 y = torch.cat([self.y[lidx], torch.full_like(y, -1)])
-            x = augment_batch(to_float(self.x[idx]), self.augment, gen)
-            yield Batch(x, y)
+            yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), y)
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
@@ -203,5 +214,4 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
 
 
 def steps_per_epoch(phase: Phase, data: TrainData, cfg: TrainConfig) -> int:
-    n = data.n_labelled if phase.images == "labelled" else data.x.shape[0]
-    return max(1, n // cfg.batch_size)
+    return max(1, data.x.shape[0] // cfg.batch_size)

@@ -1,0 +1,219 @@
+"""The `aeclass` command: train, evaluate, predict, datasets, export, report.
+
+User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import AeclassError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage dump
+        raise AeclassError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _kv(text: str):
+    """--model-opt key=value; the value is read as YAML so 64, 0.5, true and [32, 64] work."""
+    import yaml
+    if "=" not in text:
+        raise AeclassError(f"--model-opt: expected KEY=VALUE, got '{text}'")
+    k, v = text.split("=", 1)
+    try:
+        return k.strip(), yaml.safe_load(v)
+    except yaml.YAMLError:
+        raise AeclassError(f"--model-opt {k}: cannot read value '{v}'") from None
+
+
+TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and config files show through
+    ("--data", str, "digits | mnist | cifar10 | folder:PATH (a directory or .zip of class sub-folders)"),
+    ("--data-dir", str, "directory holding mnist/cifar10 files (also $AECLASS_DATA)"),
+    ("--image-size", int, "folder data: resize images to this square size"),
+    ("--model", str, "registered model: hybrid, cnn, conv_ae, mlp_ae, ..."),
+    ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint"),
+    ("--labels", str, "number of labelled training images (balanced per class, chosen by seed) or 'all'"),
+    ("--epochs", int, "epochs of the (final) training phase"),
+    ("--pretrain-epochs", int, "epochs of the autoencoder phase (pretrain-finetune, linear-probe)"),
+    ("--batch-size", int, "images per step"),
+    ("--labelled-batch-size", int, "labelled images added to each step when labels are few (joint)"),
+    ("--lr", float, "peak learning rate"),
+    ("--optimizer", str, "adam | adamw | sgd"),
+    ("--weight-decay", float, "weight decay"),
+    ("--schedule", str, "constant | cosine | onecycle"),
+    ("--warmup-epochs", float, "linear warm-up length (onecycle/cosine)"),
+    ("--recon-loss", str, "mse | bce"),
+    ("--recon-weight", float, "lambda: weight of the reconstruction loss in joint training"),
+    ("--noise", float, "std of Gaussian input noise (denoising autoencoder)"),
+    ("--label-smoothing", float, "label smoothing of the cross-entropy"),
+    ("--augment", str, "'default', 'none' or e.g. crop=4,flip,rot=10,grey=0.2"),
+    ("--seed", int, "random seed (label subset, initialisation, batches, augmentation)"),
+    ("--device", str, "auto | cpu | cuda | cuda:N"),
+    ("--precision", str, "fp32 | bf16"),
+    ("--threads", int, "CPU threads"),
+    ("--out", str, "run directory (default runs/<data>-<strategy>-<labels>-s<seed>-<time>)"),
+]
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model (no arguments: the demo on the embedded digits)",
+                       description="Train with a strategy; options come from --preset, then --config YAML, then flags.")
+    p.add_argument("--preset", help="seed-ae | seed-cnn | seed-hybrid | tuned-ae | demo")
+    p.add_argument("--config", help="YAML file of options (keys as the flags, with _ or -)")
+    for flag, typ, hlp in TRAIN_FLAGS:
+        p.add_argument(flag, type=typ, help=hlp)
+    p.add_argument("--model-opt", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+                   help="model factory option, e.g. code_dim=64 (repeatable)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or --out) from its last checkpoint")
+    p.add_argument("--init", metavar="RUN_OR_CKPT", help="start from another run's weights (skips pre-training)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from .config import build_config
+    from .train import train
+
+    flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag, _, _ in TRAIN_FLAGS}
+    if args.model_opt:
+        flags["model_kwargs"] = dict(args.model_opt)
+    if args.no_report:
+        flags["report"] = False
+    base = None
+    resume = args.resume is not None
+    if resume:
+        run_dir = Path(args.resume if isinstance(args.resume, str) else (args.out or ""))
+        if not str(run_dir) or not (run_dir / "config.yaml").is_file():
+            raise AeclassError(f"--resume: no run to continue at '{run_dir}' (expected {run_dir}/config.yaml)")
+        base = yaml.safe_load((run_dir / "config.yaml").read_text())
+        flags["out"] = str(run_dir)
+    preset = args.preset
+    if not resume and preset is None and args.config is None and all(v is None for v in flags.values()) and not args.model_opt:
+        preset = "demo"
+        print("aeclass train: no options given; running --preset demo (digits, 100 labels, joint)")
+    cfg = build_config(preset=preset, config_file=args.config, overrides=flags, base=base)
+    log = (lambda *a: None) if args.quiet else print
+    result = train(cfg, resume=resume, init=args.init, log=log)
+    m = result.metrics
+    if m.get("test_accuracy") is not None:
+        print(f"test accuracy: {m['test_accuracy']:.4f}")
+    if m.get("test_recon_mse") is not None:
+        print(f"test reconstruction MSE: {m['test_recon_mse']:.5f}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .inference import evaluate_checkpoint
+    m = evaluate_checkpoint(args.checkpoint, data=args.data, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(m, indent=2))
+    else:
+        for k in ("test_accuracy", "test_loss", "test_recon_mse", "n_test"):
+            if m.get(k) is not None:
+                print(f"{k}: {m[k]:.5g}" if isinstance(m[k], float) else f"{k}: {m[k]}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .inference import predict_files
+    rows = predict_files(args.checkpoint, args.inputs, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print("\t".join([r["path"]] + [f"{c}\t{p:.4f}" for c, p in zip(r["classes"], r["probabilities"])]))
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import catalog
+    if args.action == "list":
+        for s in catalog.list_sources():
+            print(f"{s['name']:<12} {s['description']}")
+        return 0
+    if not args.name:
+        raise AeclassError(f"aeclass datasets {args.action}: name a dataset (digits, mnist, cifar10, folder:PATH)")
+    fn = catalog.locate if args.action == "locate" else catalog.verify
+    report = fn(args.name, data_dir=args.data_dir)
+    print(json.dumps(report, indent=2, default=str))
+    if args.action == "verify" and not report.get("ok", True):
+        return 1
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .inference import export
+    paths = export(args.checkpoint, args.out, fmt=args.format)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    print(write_report(args.run_dir, **({"latent": args.latent} if args.latent else {})))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = _Parser(prog="aeclass", description="Autoencoders + image classification, for few labels.")
+    p.add_argument("--version", action="version", version=f"aeclass {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    _add_train(sub)
+    e = sub.add_parser("evaluate", help="test metrics of a checkpoint or run directory")
+    e.add_argument("checkpoint", help="run directory or .pt checkpoint")
+    e.add_argument("--data", help="evaluate on another dataset (same image shape and classes)")
+    e.add_argument("--data-dir")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+    pr = sub.add_parser("predict", help="classify image files or folders")
+    pr.add_argument("checkpoint", help="run directory or .pt checkpoint")
+    pr.add_argument("inputs", nargs="+", help="image files or directories (searched recursively)")
+    pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+    d = sub.add_parser("datasets", help="list, locate or verify datasets")
+    d.add_argument("action", choices=["list", "locate", "verify"])
+    d.add_argument("name", nargs="?")
+    d.add_argument("--data-dir")
+    d.set_defaults(func=cmd_datasets)
+    x = sub.add_parser("export", help="export weights as safetensors + JSON (and TorchScript)")
+    x.add_argument("checkpoint", help="run directory or .pt checkpoint")
+    x.add_argument("--out", required=True, help="output path without extension, e.g. exported/model")
+    x.add_argument("--format", choices=["safetensors", "torchscript", "all"], default="all")
+    x.set_defaults(func=cmd_export)
+    r = sub.add_parser("report", help="write report.html for a run or sweep directory")
+    r.add_argument("run_dir")
+    r.add_argument("--latent", choices=["pca", "tsne"])
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except AeclassError as e:
+        print(f"aeclass: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aeclass: interrupted (a training run continues with: aeclass train --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

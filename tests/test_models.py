@@ -1,0 +1,91 @@
+"""Every registered model: forward shapes, backward, and a tiny overfit."""
+import pytest
+import torch
+
+from aeclass.errors import ConfigError
+from aeclass.models import create_model, list_models
+from aeclass.models.registry import register_model
+
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_shapes(name, shape):
+    m = create_model(name, shape, num_classes=7)
+    out = m(torch.rand(3, *shape))
+    assert out["logits"].shape == (3, 7)
+    assert out["code"].shape == (3, m.code_dim)
+    if m.has_decoder:
+        assert out["recon"].shape == (3, *shape)
+        assert float(out["recon"].min()) >= 0 and float(out["recon"].max()) <= 1  # sigmoid output
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_backward_reaches_every_used_parameter(name):
+    m = create_model(name, (1, 8, 8), num_classes=4)
+    out = m(torch.rand(4, 1, 8, 8))
+    loss = out["logits"].pow(2).mean() + (out["recon"].mean() if "recon" in out else 0)
+    loss.backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_tiny_overfit(name):
+    torch.manual_seed(0)
+    m = create_model(name, (1, 8, 8), num_classes=4)
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.arange(16) % 4
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(150):
+        out = m(x)
+        loss = torch.nn.functional.cross_entropy(out["logits"], y)
+        if "recon" in out:
+            loss = loss + torch.nn.functional.mse_loss(out["recon"], x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        out = m(x)
+    assert (out["logits"].argmax(1) == y).float().mean() == 1.0
+    if "recon" in out:
+        assert torch.nn.functional.mse_loss(out["recon"], x) < 0.07  # random pixels: var(U(0,1)) = 0.083
+
+
+def test_without_classes_there_is_no_head():
+    m = create_model("mlp_ae", (1, 28, 28))
+    assert not m.has_head and "logits" not in m(torch.rand(2, 1, 28, 28))
+
+
+def test_seed_cnn_matches_the_keras_network():
+    # conv32-pool-conv64-pool-conv128-pool-dense128-dense10 with 'valid' convs: Keras counts 160,202 weights.
+    m = create_model("cnn", (3, 32, 32), num_classes=10, padding="valid")
+    assert sum(p.numel() for p in m.parameters()) == 160_202
+
+
+def test_seed_ae_is_784_32_784():
+    m = create_model("mlp_ae", (1, 28, 28), num_classes=None, code_dim=32)
+    assert sum(p.numel() for p in m.parameters()) == 784 * 32 + 32 + 32 * 784 + 784
+
+
+def test_unknown_model_and_option_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        create_model("nope", (1, 8, 8))
+    with pytest.raises(ConfigError, match="bad model option"):
+        create_model("cnn", (1, 8, 8), 10, not_an_option=3)
+    with pytest.raises(ConfigError, match="too small"):
+        create_model("cnn", (1, 8, 8), 10, padding="valid")
+
+
+def test_registering_twice_warns():
+    def mlp_ae(input_shape, num_classes=None):  # same name as a registered model
+        raise AssertionError
+    from aeclass.models import registry
+    original = registry._MODELS["mlp_ae"]
+    try:
+        with pytest.warns(UserWarning, match="registered twice"):
+            register_model(mlp_ae)
+    finally:
+        registry._MODELS["mlp_ae"] = original
