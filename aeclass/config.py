@@ -72,6 +72,13 @@ PRESETS: dict[str, dict] = {
     "tuned-ae": dict(data="mnist", strategy="autoencoder", model="mlp_ae", model_kwargs={"code_dim": 32},
                      recon_loss="mse", optimizer="adam", lr=3e-3, schedule="onecycle", warmup_epochs=1,
                      epochs=50, batch_size=256, augment="none"),
+    # Tuned defaults for the same jobs: BatchNorm, augmentation, cosine schedule, fewer epochs.
+    "tuned-hybrid": dict(data="mnist", strategy="joint", model="hybrid", recon_loss="mse", recon_weight=1.0,
+                         noise=0.2, optimizer="adam", lr=2e-3, schedule="onecycle", warmup_epochs=1,
+                         epochs=15, batch_size=128),
+    "tuned-cnn": dict(data="cifar10", strategy="supervised", model="cnn", model_kwargs={"bn": True},
+                      optimizer="adam", lr=2e-3, schedule="onecycle", warmup_epochs=1, label_smoothing=0.1,
+                      epochs=30, batch_size=128),
 }
 
 CHOICES = {

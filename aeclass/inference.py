@@ -92,7 +92,7 @@ def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int
 
 def export(checkpoint, out: str | Path, fmt: str = "all") -> list[Path]:
     """Write released weights: OUT.safetensors + OUT.json (how to rebuild and feed the model), and/or
-    OUT.torchscript.pt (runs without aeclass installed). Each file is written atomically."""
+    OUT.pt2, a torch.export program (runs without aeclass installed). Each file is written atomically."""
     from safetensors.torch import save as st_save
     model, ck = load_model(checkpoint)
     out = Path(out)
@@ -105,20 +105,23 @@ def export(checkpoint, out: str | Path, fmt: str = "all") -> list[Path]:
         atomic_write_bytes(out.with_suffix(".safetensors"), st_save(tensors, metadata={"aeclass": json.dumps(meta)}))
         atomic_write_json(out.with_suffix(".json"), meta)
         written += [out.with_suffix(".safetensors"), out.with_suffix(".json")]
-    if fmt in ("torchscript", "all"):
+    if fmt in ("program", "all"):
+        # torch.export: a self-contained program (torch.export.load(path).module() runs it without
+        # aeclass), with a dynamic batch dimension. TorchScript is deprecated in recent torch.
         import io
-        example = torch.rand(1, *ck["image_shape"])
-        traced = torch.jit.trace(_Exportable(model), example, check_trace=False)
+        example = torch.rand(2, *ck["image_shape"])
+        program = torch.export.export(_Exportable(model), (example,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         buf = io.BytesIO()
-        torch.jit.save(traced, buf)
-        path = out.with_name(out.name + ".torchscript.pt")
+        torch.export.save(program, buf)
+        path = out.with_name(out.name + ".pt2")
         atomic_write_bytes(path, buf.getvalue())
         written.append(path)
     return written
 
 
 class _Exportable(torch.nn.Module):
-    """Tuple outputs (TorchScript tracing wants tensors, not dicts): (logits or code, recon or empty)."""
+    """Tuple outputs (exported programs want tensors, not dicts): (logits or code, recon or empty)."""
 
     def __init__(self, model: AEClassifier):
         super().__init__()

@@ -137,6 +137,12 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     if init:
         load_init_weights(model, init)
     phases = build_phases(cfg, model, pretrained=bool(init))
+    # An untrained head's accuracy means nothing: autoencoder runs report reconstruction only.
+    classifies = any("head" in p.trains for p in phases)
+
+    def test_metrics() -> dict:
+        m = evaluate(model, data.test_x, data.test_y, cfg.precision)
+        return m if classifies else {k: v for k, v in m.items() if k == "recon_mse"}
 
     state = {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [], "best_loss": float("inf"), "elapsed": 0.0}
     opt_state = None
@@ -187,7 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             if bar is not None:
                 bar.close()
             train_time = time.perf_counter() - t0
-            test = evaluate(model, data.test_x, data.test_y, cfg.precision)
+            test = test_metrics()
             state["elapsed"] += train_time
             epoch_global += 1
             row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
@@ -210,7 +216,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         if pi + 1 < len(phases):
             state.update(phase_index=pi + 1, phase_epoch=0)
 
-    final = evaluate(model, data.test_x, data.test_y, cfg.precision)
+    final = test_metrics()
     metrics = _final_metrics(cfg, ds, data, model, final, state, phases)
     atomic_write_json(run_dir / "metrics.json", metrics)
     summary = [f"test_accuracy {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None else None,

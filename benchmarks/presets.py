@@ -1,0 +1,90 @@
+"""Seed presets vs tuned defaults on real data: accuracy, reconstruction MSE and seconds.
+
+Runs each entry below through `aeclass.train` (the same engine as the CLI) and writes
+benchmarks/results/presets.json and presets.md. Finished entries are kept and skipped on a rerun,
+so an interrupted benchmark resumes (`--fresh` starts over). `--epochs N` caps every entry's epochs for a
+quick look; the cap is recorded beside the figures.
+
+Data: real MNIST (IDX files) and the CIFAR-10 JPEG-q75 zip, from $AECLASS_DATA or ../shared/datasets.
+Device and time: see the machine block in the results; on 2 CPU cores the full set takes roughly 1.5 h.
+
+    python benchmarks/presets.py                     # everything
+    python benchmarks/presets.py --only seed-ae,tuned-ae
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+
+from _common import RESULTS, cifar_zip, load_results, machine, save_results, shared_datasets
+
+from aeclass import build_config, train
+
+ENTRIES = {  # name -> (preset, overrides)
+    "seed-ae": ("seed-ae", {}),
+    "tuned-ae": ("tuned-ae", {}),
+    "seed-hybrid": ("seed-hybrid", {}),
+    "tuned-hybrid": ("tuned-hybrid", {}),
+    "seed-cnn": ("seed-cnn", {"data": "folder:{cifar}"}),
+    "tuned-cnn": ("tuned-cnn", {"data": "folder:{cifar}"}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated entry names")
+    ap.add_argument("--epochs", type=int, help="cap epochs (quick look)")
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--name", default="presets", help="results file stem")
+    args = ap.parse_args()
+    out_json, out_md = RESULTS / f"{args.name}.json", RESULTS / f"{args.name}.md"
+    results = {} if args.fresh else load_results(out_json)
+    results.setdefault("entries", {})
+    results["machine"] = machine()
+    names = args.only.split(",") if args.only else list(ENTRIES)
+    for name in names:
+        if name in results["entries"]:
+            print(f"{name}: done before, skipped")
+            continue
+        preset, over = ENTRIES[name]
+        over = {k: (v.format(cifar=cifar_zip()) if isinstance(v, str) else v) for k, v in over.items()}
+        run_dir = RESULTS / "runs" / args.name / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        over.update(out=str(run_dir), data_dir=str(shared_datasets()), report=False)
+        if args.epochs:
+            over["epochs"] = min(args.epochs, build_config(preset=preset).epochs)
+        cfg = build_config(preset=preset, overrides=over)
+        t0 = time.perf_counter()
+        r = train(cfg, log=lambda *a: None, progress=False)
+        m = r.metrics
+        results["entries"][name] = {
+            "preset": preset, "data": m["data"], "model": cfg.model, "strategy": cfg.strategy, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr": cfg.lr,
+            "test_accuracy": m["test_accuracy"], "test_recon_mse": m["test_recon_mse"],
+            "train_seconds": round(m["train_seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "epochs_capped": bool(args.epochs),
+        }
+        save_results(out_json, results)
+        write_markdown(results, out_md)
+        print(name, results["entries"][name], flush=True)
+    write_markdown(results, out_md)
+
+
+def write_markdown(results: dict, path) -> None:
+    from aeclass.io import atomic_write_text
+    lines = ["| entry | data | model | strategy | epochs | optimizer, lr | test accuracy | test recon MSE | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in results["entries"].items():
+        acc = "" if e["strategy"] == "autoencoder" or e["test_accuracy"] is None else f"{100 * e['test_accuracy']:.2f}%"
+        mse = "" if e["test_recon_mse"] is None else f"{e['test_recon_mse']:.4f}"
+        data = "CIFAR-10 (JPEG q75 variant)" if "cifar10" in e["data"] else e["data"]
+        lines.append(f"| {name} | {data} | {e['model']} | {e['strategy']} | {e['epochs']}{' (capped)' if e['epochs_capped'] else ''} "
+                     f"| {e['optimizer']} {e['lr']:g} | {acc} | {mse} | {e['train_seconds']} |")
+    m = results["machine"]
+    lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}" + (f", {m['cuda']}" if m["cuda"] else ""))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
