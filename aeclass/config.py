@@ -26,10 +26,13 @@ class TrainConfig:
     model: str = "hybrid"                # a registered model name (aeclass.models.list_models())
     model_kwargs: dict = field(default_factory=dict)  # extra factory options, e.g. {code_dim: 64}
     # strategy
-    strategy: str = "joint"              # autoencoder | supervised | pretrain-finetune | linear-probe | joint
+    strategy: str = "joint"              # autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi
     recon_loss: str = "mse"              # mse | bce
-    recon_weight: float = 1.0            # lambda in CE + lambda * reconstruction (joint)
+    recon_weight: float = 1.0            # lambda in CE + lambda * reconstruction (joint, semi; 0 = no decoder in semi)
     noise: float = 0.0                   # std of Gaussian input noise for the reconstruction (denoising AE)
+    unlabelled_weight: float = 1.0       # semi: weight of the pseudo-label loss on unlabelled images (after ramp-up)
+    confidence: float = 0.95             # semi: min. top-class probability of the weak view to use it as pseudo-label
+    rampup_epochs: float = 5.0           # semi: epochs over which the unlabelled weight ramps up from ~0 (0 = none)
     label_smoothing: float = 0.0
     pretrain_epochs: int | None = None   # autoencoder phase of pretrain-finetune / linear-probe (default: epochs)
     # optimisation
@@ -56,7 +59,7 @@ class TrainConfig:
 
 # Presets reproduce the seed articles exactly, beside the tuned defaults, so users can compare them.
 PRESETS: dict[str, dict] = {
-    "demo": dict(data="digits", labels=100, strategy="joint", model="hybrid", epochs=30, batch_size=64),
+    "demo": dict(data="digits", labels=100, strategy="joint", model="hybrid", noise=0.2, epochs=30, batch_size=64),
     # Article 1: dense 784-32-784 autoencoder on MNIST, ReLU code, sigmoid output, SGD lr 0.01, MSE, 50 epochs, batch 256.
     "seed-ae": dict(data="mnist", strategy="autoencoder", model="mlp_ae", model_kwargs={"code_dim": 32},
                     recon_loss="mse", optimizer="sgd", lr=0.01, momentum=0.0, schedule="constant",
@@ -82,7 +85,7 @@ PRESETS: dict[str, dict] = {
 }
 
 CHOICES = {
-    "strategy": ("autoencoder", "supervised", "pretrain-finetune", "linear-probe", "joint"),
+    "strategy": ("autoencoder", "supervised", "pretrain-finetune", "linear-probe", "joint", "semi"),
     "recon_loss": ("mse", "bce"),
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("constant", "cosine", "onecycle"),
@@ -152,6 +155,10 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError(f"--lr: expected a positive number, got {cfg.lr!r}")
     if cfg.recon_weight < 0 or cfg.noise < 0:
         raise ConfigError("--recon-weight and --noise must be >= 0")
+    if not (cfg.unlabelled_weight >= 0 and cfg.rampup_epochs >= 0):
+        raise ConfigError("--unlabelled-weight and --rampup-epochs must be >= 0")
+    if not 0 <= cfg.confidence <= 1:
+        raise ConfigError(f"--confidence: expected a probability in [0, 1], got {cfg.confidence!r}")
     if not isinstance(cfg.model_kwargs, dict):
         raise ConfigError(f"model_kwargs: expected a mapping, got {cfg.model_kwargs!r}")
     return cfg

@@ -103,7 +103,7 @@ def test_resume_mid_run_after_interruption(tmp_path, monkeypatch):
 def test_init_from_a_pretrained_autoencoder(tmp_path):
     ae = train(tiny(tmp_path, strategy="autoencoder", epochs=1, out=str(tmp_path / "ae")), **QUIET)
     r = train(tiny(tmp_path, strategy="linear-probe", epochs=1, out=str(tmp_path / "probe")), init=str(ae.run_dir), **QUIET)
-    assert [h["phase"] for h in json.loads((r.run_dir / "run.json").read_text())["phases"]] == ["probe"]
+    assert [p["name"] for p in json.loads((r.run_dir / "run.json").read_text())["phases"]] == ["probe"]
     for k, v in ae.model.state_dict().items():
         if k.startswith("encoder."):
             assert torch.equal(v, r.model.state_dict()[k]), k
