@@ -1,4 +1,4 @@
-"""The `aeclass` command: train, evaluate, predict, datasets, export, report.
+"""The `aeclass` command: train, sweep, evaluate, predict, datasets, export, report.
 
 User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback.
 """
@@ -33,7 +33,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--data-dir", str, "directory holding mnist/cifar10 files (also $AECLASS_DATA)"),
     ("--image-size", int, "folder data: resize images to this square size"),
     ("--model", str, "registered model: hybrid, cnn, conv_ae, mlp_ae, ..."),
-    ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint"),
+    ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi"),
     ("--labels", str, "number of labelled training images (balanced per class, chosen by seed) or 'all'"),
     ("--epochs", int, "epochs of the (final) training phase"),
     ("--pretrain-epochs", int, "epochs of the autoencoder phase (pretrain-finetune, linear-probe)"),
@@ -45,8 +45,11 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--schedule", str, "constant | cosine | onecycle"),
     ("--warmup-epochs", float, "linear warm-up length (onecycle/cosine)"),
     ("--recon-loss", str, "mse | bce"),
-    ("--recon-weight", float, "lambda: weight of the reconstruction loss in joint training"),
+    ("--recon-weight", float, "lambda: weight of the reconstruction loss (joint, semi)"),
     ("--noise", float, "std of Gaussian input noise (denoising autoencoder)"),
+    ("--unlabelled-weight", float, "semi: weight of the pseudo-label loss on unlabelled images"),
+    ("--confidence", float, "semi: top-class probability needed to use a pseudo-label (e.g. 0.95)"),
+    ("--rampup-epochs", float, "semi: epochs over which the unlabelled weight ramps up"),
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
     ("--augment", str, "'default', 'none' or e.g. crop=4,flip,rot=10,grey=0.2"),
     ("--seed", int, "random seed (label subset, initialisation, batches, augmentation)"),
@@ -69,6 +72,7 @@ def _add_train(sub):
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or --out) from its last checkpoint")
     p.add_argument("--init", metavar="RUN_OR_CKPT", help="start from another run's weights (skips pre-training)")
+    p.add_argument("--no-recon", action="store_true", help="no reconstruction term (= --recon-weight 0; semi)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=cmd_train)
@@ -87,6 +91,10 @@ def cmd_train(args) -> int:
         flags["model_kwargs"] = dict(args.model_opt)
     if args.no_report:
         flags["report"] = False
+    if args.no_recon:
+        if flags.get("recon_weight"):
+            raise AeclassError("--no-recon contradicts --recon-weight; give one of them")
+        flags["recon_weight"] = 0.0
     base = None
     resume = args.resume is not None
     if resume:
@@ -107,6 +115,44 @@ def cmd_train(args) -> int:
         print(f"test accuracy: {m['test_accuracy']:.4f}")
     if m.get("test_recon_mse") is not None:
         print(f"test reconstruction MSE: {m['test_recon_mse']:.5f}")
+    return 0
+
+
+def _add_sweep(sub):
+    from .sweep import DEFAULT_LABELS, DEFAULT_STRATEGIES, SWEEP_DEFAULTS
+    p = sub.add_parser("sweep", help="train every strategy x label count x seed; results.csv, summary.md, plot",
+                       description="Train every strategy x label count x seed into SWEEP_DIR/runs/, with a "
+                                   "LabelSpreading baseline, and write results.csv, summary.md and "
+                                   "accuracy_vs_labels.png. Rerunning the same command resumes: finished cells are "
+                                   "read back, half-finished ones continue from their checkpoint. Options below "
+                                   f"the preset/config: {', '.join(f'{k}={v}' for k, v in SWEEP_DEFAULTS.items())}.")
+    p.add_argument("--data", help="digits | mnist | cifar10 | folder:PATH (default: the preset's, else digits)")
+    p.add_argument("--data-dir", help="directory holding mnist/cifar10 files")
+    p.add_argument("--image-size", type=int, help="folder data: resize images to this square size")
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated (default: %(default)s)")
+    p.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="comma-separated counts or 'all' (default: %(default)s)")
+    p.add_argument("--seeds", default="3", help="number of seeds (0..N-1) or a list such as 0,4,7 (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help=f"epochs per run (default {SWEEP_DEFAULTS['epochs']}, or the preset's)")
+    p.add_argument("--preset", help="options preset for every run (see aeclass train --help)")
+    p.add_argument("--config", help="YAML file of train options for every run")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", required=True, metavar="SWEEP_DIR", help="sweep directory (rerun to resume)")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the LabelSpreading-on-PCA baseline rows (default: yes)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--quiet", action="store_true", help="no per-cell lines")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+    log = (lambda *a: None) if args.quiet else print
+    result = run_sweep(args.out, data=args.data, strategies=args.strategies, labels=args.labels, seeds=args.seeds,
+                       epochs=args.epochs, preset=args.preset, config_file=args.config, data_dir=args.data_dir,
+                       baseline=args.baseline, report=not args.no_report, log=log,
+                       overrides={"threads": args.threads, "device": args.device, "image_size": args.image_size})
+    print((result.sweep_dir / "summary.md").read_text(), end="")
     return 0
 
 
@@ -169,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"aeclass {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     _add_train(sub)
+    _add_sweep(sub)
     e = sub.add_parser("evaluate", help="test metrics of a checkpoint or run directory")
     e.add_argument("checkpoint", help="run directory or .pt checkpoint")
     e.add_argument("--data", help="evaluate on another dataset (same image shape and classes)")

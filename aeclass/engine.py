@@ -92,7 +92,7 @@ class TrainData:
             order = self._cycled(n_steps * lbs, gen)
             for s in range(n_steps):
                 idx = order[s * lbs:(s + 1) * lbs]
-                yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), self.y[idx])
+                yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), self.y[idx], gen)
             return
         order = torch.randperm(self.x.shape[0], generator=gen).to(self.x.device)
         mix = phase.mix_labelled and self.n_labelled < self.x.shape[0]
@@ -108,7 +108,7 @@ class TrainData:
                 lidx = lab_order[s * lbs:(s + 1) * lbs]
                 idx = torch.cat([lidx, idx])
                 y = torch.cat([self.y[lidx], torch.full_like(y, -1)])
-            yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), y)
+            yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), y, gen)
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
@@ -182,7 +182,9 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
     sums: dict[str, float] = {}
     count, correct, labelled = 0, 0, 0
     step = step0
+    spe = steps_per_epoch(phase, data, cfg)
     for batch in data.batches(phase, cfg, gen):
+        batch.epoch = step / spe  # the phase's epochs done so far (fractional), for ramp-ups
         lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr

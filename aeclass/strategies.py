@@ -11,9 +11,12 @@ only labelled rows, reconstruction losses use every row.
     pretrain-finetune   pretrain (autoencoder) -> finetune (encoder + head on labels)
     linear-probe        pretrain (autoencoder) -> probe (frozen encoder, linear head on labels)
     joint               joint: CE(labelled) + lambda * reconstruction(all images), one optimiser
+    semi                semi: CE(labelled, weak view) + lambda * denoising reconstruction(all, strong view)
+                        + ramped w_u * FixMatch pseudo-label CE(unlabelled: confident weak -> strong view)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import TrainConfig
+from .data.augment import AugmentConfig, augment_batch
 from .errors import ConfigError
 from .models import AEClassifier
 
@@ -40,6 +44,10 @@ class Phase:
 class Batch:
     x: torch.Tensor  # float (N, C, H, W) in [0, 1], augmented
     y: torch.Tensor  # int64 (N,), -1 = unlabelled
+    # For steps that draw their own augmentations (semi): the engine's CPU generator, whose state the
+    # checkpoints carry (None: the global torch RNG), and the phase epoch reached (fractional; for ramp-ups).
+    gen: torch.Generator | None = None
+    epoch: float = 0.0
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -88,6 +96,67 @@ def joint_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     return {"loss": parts["ce"] + cfg.recon_weight * recon, "recon": recon, **parts}
 
 
+def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """FixMatch-style strong augmentation on top of a (weakly augmented) float batch: a shift of up to
+    max(1, side/16) pixels, a rotation of up to 15 degrees, greyscale with p=0.2 (RGB), then one cutout
+    square of about 3/8 of the side per image (zeroed, at a random position). Noise is added by the caller."""
+    n, c, h, w = x.shape
+    side = min(h, w)
+    x = augment_batch(x, AugmentConfig(crop_padding=max(1, side // 16), rotation=15.0,
+                                       greyscale=0.2 if c == 3 else 0.0), gen)
+    k = max(1, round(side * 3 / 8))
+    oy = torch.randint(-(k // 2), h - k // 2, (n, 1, 1, 1), generator=gen).to(x.device)
+    ox = torch.randint(-(k // 2), w - k // 2, (n, 1, 1, 1), generator=gen).to(x.device)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    hole = (rows >= oy) & (rows < oy + k) & (cols >= ox) & (cols < ox + k)
+    return x.masked_fill(hole, 0.0)
+
+
+def rampup(epoch: float, length: float) -> float:
+    """Laine & Aila's sigmoid-shaped ramp exp(-5 (1 - t)^2), t = epoch / length clipped to [0, 1]."""
+    if length <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, epoch / length))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
+    """Semi-supervised step: FixMatch pseudo-labels + a denoising autoencoder on one shared encoder.
+
+    One forward pass over [weak views; strong views]. Labelled rows: cross-entropy on the weak view.
+    Unlabelled rows: where the weak view's top class probability (no gradient) is >= cfg.confidence, that
+    class is the target of the strong view's cross-entropy (averaged over all unlabelled rows, so few
+    confident rows weigh little), weighted by cfg.unlabelled_weight times a ramp-up over
+    cfg.rampup_epochs. Every row: the decoder reconstructs the clean geometric strong view from the code
+    of its cut-out + noisy (cfg.noise) version, weighted by cfg.recon_weight (0 switches the decoder off).
+    """
+    gen = batch.gen if batch.gen is not None else torch.default_generator
+    n = batch.x.shape[0]
+    geo = strong_view(batch.x, gen)
+    strong = corrupt(geo, cfg.noise)
+    code = model.encode(torch.cat([batch.x, strong]))
+    logits = model.classify(code).float()
+    weak_logits, strong_logits = logits[:n], logits[n:]
+    parts = _classification(weak_logits, batch.y, cfg)
+    unl = batch.y < 0
+    if bool(unl.any()):
+        with torch.no_grad():
+            conf, pseudo = weak_logits[unl].softmax(1).max(1)
+            mask = (conf >= cfg.confidence).float()
+        pl = (F.cross_entropy(strong_logits[unl], pseudo, reduction="none") * mask).mean()
+        confident = mask.mean()
+    else:
+        pl = confident = logits.sum() * 0
+    loss = parts["ce"] + cfg.unlabelled_weight * rampup(batch.epoch, cfg.rampup_epochs) * pl
+    out = {"pseudo": pl, "confident": confident.detach()}
+    if cfg.recon_weight > 0:
+        recon = reconstruction_loss(model.decode(code[n:]), geo, cfg.recon_loss)
+        loss = loss + cfg.recon_weight * recon
+        out["recon"] = recon
+    return {"loss": loss, **out, **parts}
+
+
 def _pretrain(cfg: TrainConfig) -> Phase:
     return Phase("pretrain", cfg.pretrain_epochs or cfg.epochs, autoencoder_step, "all", trains=("encoder", "decoder"))
 
@@ -96,7 +165,8 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
     """The phases of `cfg.strategy` for `model`; `pretrained` skips the autoencoder phase (weights came
     from --init)."""
     s = cfg.strategy
-    needs_decoder = s in ("autoencoder", "pretrain-finetune", "linear-probe", "joint")
+    needs_decoder = s in ("autoencoder", "pretrain-finetune", "linear-probe", "joint") or (
+        s == "semi" and cfg.recon_weight > 0)
     needs_head = s != "autoencoder"
     if needs_decoder and not model.has_decoder and not (pretrained and s in ("pretrain-finetune", "linear-probe")):
         raise ConfigError(f"--strategy {s} needs a model with a decoder; '{model.spec['name']}' has none (try --model hybrid)")
@@ -114,4 +184,7 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
             Phase("probe", cfg.epochs, supervised_step, "labelled", trains=("head",), frozen=("encoder",))]
     if s == "joint":
         return [Phase("joint", cfg.epochs, joint_step, "all", mix_labelled=True)]
+    if s == "semi":
+        trains = ("encoder", "decoder", "head") if cfg.recon_weight > 0 else ("encoder", "head")
+        return [Phase("semi", cfg.epochs, semi_step, "all", mix_labelled=True, trains=trains)]
     raise ConfigError(f"--strategy: unknown strategy '{s}'")

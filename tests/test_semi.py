@@ -1,0 +1,121 @@
+"""The `semi` strategy: FixMatch-style pseudo-labels + denoising reconstruction on one encoder."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from aeclass import TrainConfig, train
+from aeclass.cli import main
+from aeclass.data import load_dataset
+from aeclass.errors import ConfigError
+from aeclass.strategies import rampup, strong_view
+
+QUIET = dict(log=lambda *a: None, progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded CPU runs (bit-reproducible, polite on shared machines); restores the thread count."""
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)
+
+
+def tiny(tmp_path, **kw):
+    base = dict(data="digits", labels=50, strategy="semi", noise=0.2, epochs=2, batch_size=64, rampup_epochs=1,
+                out=str(tmp_path / "run"), report=False, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_semi_end_to_end(tmp_path, one_thread):
+    r = train(tiny(tmp_path), **QUIET)
+    m = json.loads((r.run_dir / "metrics.json").read_text())
+    assert m["strategy"] == "semi" and m["n_labelled"] == 50
+    assert 0.2 < m["test_accuracy"] <= 1.0
+    assert m["test_recon_mse"] is not None and 0 < m["test_recon_mse"] < 0.2
+    rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+    assert [row["phase"] for row in rows] == ["semi", "semi"]
+    assert all(float(row["train_recon"]) > 0 and float(row["train_ce"]) >= 0 for row in rows)
+    info = json.loads((r.run_dir / "run.json").read_text())
+    assert info["phases"] == [{"name": "semi", "epochs": 2, "images": "all"}]
+
+
+def test_semi_without_reconstruction_needs_no_decoder(tmp_path, one_thread):
+    r = train(tiny(tmp_path, recon_weight=0.0, model="cnn", epochs=1), **QUIET)
+    assert r.metrics["test_accuracy"] > 0.2 and r.metrics["test_recon_mse"] is None
+    rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+    assert rows[0]["train_recon"] == ""
+    # With a decoder but recon_weight 0 the decoder is left out of the optimiser.
+    from aeclass.strategies import build_phases
+    phases = build_phases(tiny(tmp_path, recon_weight=0.0), r.model)
+    assert [(p.name, p.trains) for p in phases] == [("semi", ("encoder", "head"))]
+    with pytest.raises(ConfigError, match="needs a model with a decoder"):
+        train(tiny(tmp_path, model="cnn", out=str(tmp_path / "bad")), **QUIET)
+
+
+def test_semi_resume_continues_exactly(tmp_path, monkeypatch, one_thread):
+    """Interrupt a semi run after epoch 1 (its strong views, noise and ramp-up draw on checkpointed RNGs),
+    resume: the same weights as the uninterrupted run."""
+    import sys
+    tr = sys.modules["aeclass.train"]
+    ref = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "ref")), **QUIET)
+    real = tr._write_csv
+
+    def crash(path, rows):
+        real(path, rows)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tr, "_write_csv", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut")), **QUIET)
+    monkeypatch.setattr(tr, "_write_csv", real)
+    resumed = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut")), resume=True, **QUIET)
+    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_cli_no_recon(tmp_path, capsys, one_thread):
+    out = tmp_path / "cli"
+    assert main(["train", "--preset", "demo", "--strategy", "semi", "--no-recon", "--epochs", "1", "--labels", "30",
+                 "--threads", "1", "--confidence", "0.9", "--unlabelled-weight", "2", "--rampup-epochs", "0",
+                 "--no-report", "--quiet", "--out", str(out)]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["recon_weight"] == 0.0 and cfg["confidence"] == 0.9 and cfg["unlabelled_weight"] == 2.0
+    assert cfg["rampup_epochs"] == 0.0
+    assert main(["train", "--strategy", "semi", "--no-recon", "--recon-weight", "1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "--strategy", "semi", "--confidence", "1.5", "--out", str(tmp_path / "y")]) == 2
+    assert "--confidence" in capsys.readouterr().err
+
+
+def test_rampup_and_strong_view():
+    assert rampup(0, 0) == 1.0 and rampup(10, 5) == 1.0
+    assert rampup(0, 5) == pytest.approx(np.exp(-5)) and rampup(2.5, 5) == pytest.approx(np.exp(-1.25))
+    x = torch.rand(16, 3, 32, 32)
+    a = strong_view(x, torch.Generator().manual_seed(3))
+    b = strong_view(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    # every image has a cut-out (zeroed) region and differs from its input
+    assert ((a == 0).flatten(1).sum(1) > 0).all() and ((a - x).abs().flatten(1).amax(1) > 0).all()
+
+
+def test_semi_beats_supervised_with_100_labels(tmp_path, one_thread):
+    """Digits, 100 labels (10 per class), demo recipe shortened to 10 epochs, 1 thread, seeds 0-2.
+
+    Measured (this code, CPU, 1 thread): supervised 0.9556 / 0.9556 / 0.9361 (mean 0.9491); semi
+    (rampup 2 epochs, noise 0.2, recon on) 0.9694 / 0.9667 / 0.9667 (mean 0.9676): +1.85 points. At the full
+    demo length (30 epochs): supervised 0.9556 / 0.9500 / 0.9278 (mean 0.9444), semi 0.9750 / 0.9694 / 0.9583
+    (mean 0.9676). We require a mean gain of at least 1 point (the test set has 360 images, so one point
+    is ~3.6 images per run). Measured 21 s for the six runs (1 thread, on a busy 2-core machine).
+    """
+    ds = load_dataset("digits")
+    acc = {"supervised": [], "semi": []}
+    for strategy in acc:
+        for seed in range(3):
+            cfg = TrainConfig(data="digits", labels=100, strategy=strategy, noise=0.2, epochs=10, rampup_epochs=2,
+                              seed=seed, threads=1, report=False, out=str(tmp_path / f"{strategy}-{seed}"))
+            acc[strategy].append(train(cfg, dataset=ds, **QUIET).metrics["test_accuracy"])
+    gain = np.mean(acc["semi"]) - np.mean(acc["supervised"])
+    assert gain >= 0.01, acc
