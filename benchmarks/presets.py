@@ -42,7 +42,8 @@ def main() -> None:
     results = {} if args.fresh else load_results(out_json)
     results.setdefault("entries", {})
     results["machine"] = machine()
-    names = args.only.split(",") if args.only else list(ENTRIES)
+    names = [n for n in args.only.split(",") if n] if args.only is not None else list(ENTRIES)
+    results["baselines"] = mnist_baselines()
     for name in names:
         if name in results["entries"]:
             print(f"{name}: done before, skipped")
@@ -71,6 +72,15 @@ def main() -> None:
     write_markdown(results, out_md)
 
 
+def mnist_baselines() -> dict:
+    """Reference reconstruction errors on the MNIST test set: predicting a black image, or the mean
+    training image. An autoencoder worse than the latter has learnt nothing useful."""
+    from aeclass import load_dataset
+    ds = load_dataset("mnist", shared_datasets())
+    x, mean = ds.test_x.float() / 255, (ds.train_x.float() / 255).mean(0)
+    return {"mnist_mse_black_image": float((x ** 2).mean()), "mnist_mse_mean_image": float(((x - mean) ** 2).mean())}
+
+
 def write_markdown(results: dict, path) -> None:
     from aeclass.io import atomic_write_text
     lines = ["| entry | data | model | strategy | epochs | optimizer, lr | test accuracy | test recon MSE | train s |",
@@ -81,6 +91,10 @@ def write_markdown(results: dict, path) -> None:
         data = "CIFAR-10 (JPEG q75 variant)" if "cifar10" in e["data"] else e["data"]
         lines.append(f"| {name} | {data} | {e['model']} | {e['strategy']} | {e['epochs']}{' (capped)' if e['epochs_capped'] else ''} "
                      f"| {e['optimizer']} {e['lr']:g} | {acc} | {mse} | {e['train_seconds']} |")
+    b = results.get("baselines")
+    if b:
+        lines.append(f"\nMNIST test MSE of predicting a black image: {b['mnist_mse_black_image']:.4f}; "
+                     f"of predicting the mean training image: {b['mnist_mse_mean_image']:.4f}.")
     m = results["machine"]
     lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}" + (f", {m['cuda']}" if m["cuda"] else ""))
     atomic_write_text(path, "\n".join(lines) + "\n")
