@@ -104,7 +104,9 @@ def cmd_train(args) -> int:
         base = yaml.safe_load((run_dir / "config.yaml").read_text())
         flags["out"] = str(run_dir)
     preset = args.preset
-    if not resume and preset is None and args.config is None and all(v is None for v in flags.values()) and not args.model_opt:
+    # Flags that only say where/how to run (not what to train) keep the no-options default: the demo.
+    what = {k: v for k, v in flags.items() if k not in ("report", "out", "threads", "device", "seed", "precision")}
+    if not resume and preset is None and args.config is None and all(v is None for v in what.values()):
         preset = "demo"
         print("aeclass train: no options given; running --preset demo (digits, 100 labels, joint)")
     cfg = build_config(preset=preset, config_file=args.config, overrides=flags, base=base)

@@ -138,3 +138,11 @@ def test_bad_image_for_predict(trained, tmp_path, capsys):
 def test_console_script_runs_as_a_module():
     p = subprocess.run([sys.executable, "-m", "aeclass", "train", "--model", "nope"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().startswith("aeclass: error:") and "Traceback" not in p.stderr
+
+
+def test_no_options_runs_the_demo_preset_even_with_where_to_write(tmp_path, capsys):
+    import yaml
+    code, out, _ = run(capsys, "train", "--out", str(tmp_path / "demo"), "--no-report", "--quiet")
+    assert code == 0 and "--preset demo" in out and "test accuracy:" in out
+    cfg = yaml.safe_load((tmp_path / "demo" / "config.yaml").read_text())
+    assert (cfg["data"], cfg["labels"], cfg["strategy"], cfg["noise"]) == ("digits", 100, "joint", 0.2)
