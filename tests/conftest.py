@@ -18,3 +18,27 @@ def shared_datasets() -> Path:
         pytest.skip(f"real datasets not found at {_SHARED_DATASETS}: set AECLASS_DATA to a directory with mnist/ "
                     "and cifar10-jpeg/")
     return _SHARED_DATASETS
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """`arm(n)`: the next training run raises KeyboardInterrupt right after its n-th epoch's files (metrics.csv,
+    checkpoints) are written, as a user's Ctrl-C would; `disarm()` restores normal training."""
+    import sys
+    tr = sys.modules["aeclass.train"]
+    real = tr._write_csv
+
+    class Interrupt:
+        def arm(self, n: int = 1):
+            calls = {"n": 0}
+
+            def write_then_stop(path, rows):
+                real(path, rows)
+                calls["n"] += 1
+                if calls["n"] == n:
+                    raise KeyboardInterrupt
+            monkeypatch.setattr(tr, "_write_csv", write_then_stop)
+
+        def disarm(self):
+            monkeypatch.setattr(tr, "_write_csv", real)
+    return Interrupt()

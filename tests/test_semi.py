@@ -57,21 +57,14 @@ def test_semi_without_reconstruction_needs_no_decoder(tmp_path, one_thread):
         train(tiny(tmp_path, model="cnn", out=str(tmp_path / "bad")), **QUIET)
 
 
-def test_semi_resume_continues_exactly(tmp_path, monkeypatch, one_thread):
+def test_semi_resume_continues_exactly(tmp_path, interrupt_training, one_thread):
     """Interrupt a semi run after epoch 1 (its strong views, noise and ramp-up draw on checkpointed RNGs),
     resume: the same weights as the uninterrupted run."""
-    import sys
-    tr = sys.modules["aeclass.train"]
     ref = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "ref")), **QUIET)
-    real = tr._write_csv
-
-    def crash(path, rows):
-        real(path, rows)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(tr, "_write_csv", crash)
+    interrupt_training.arm(1)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut")), **QUIET)
-    monkeypatch.setattr(tr, "_write_csv", real)
+    interrupt_training.disarm()
     resumed = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut")), resume=True, **QUIET)
     for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(va, vb), k

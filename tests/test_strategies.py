@@ -77,23 +77,13 @@ def test_same_seed_same_result_and_resume_continues_exactly(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
 
 
-def test_resume_mid_run_after_interruption(tmp_path, monkeypatch):
+def test_resume_mid_run_after_interruption(tmp_path, interrupt_training):
     """Kill a run after its 2nd epoch (simulated), resume: same weights as an uninterrupted run."""
-    import sys
-    tr = sys.modules["aeclass.train"]
     ref = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "ref")), **QUIET)
-    calls = {"n": 0}
-    real = tr._write_csv
-
-    def crash_after_two(path, rows):
-        real(path, rows)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(tr, "_write_csv", crash_after_two)
+    interrupt_training.arm(2)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), **QUIET)
-    monkeypatch.setattr(tr, "_write_csv", real)
+    interrupt_training.disarm()
     resumed = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), resume=True, **QUIET)
     for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(va, vb), k

@@ -112,21 +112,15 @@ def test_sweep_resumes_after_interruption(tmp_path, monkeypatch):
     assert read_rows(d) == rows
 
 
-def test_sweep_continues_a_half_finished_cell(tmp_path, monkeypatch):
+def test_sweep_continues_a_half_finished_cell(tmp_path, monkeypatch, interrupt_training):
     """A cell interrupted after its first epoch (checkpoint, no metrics.json) resumes with resume=True and
     ends with the same result as an uninterrupted sweep."""
     args = dict(strategies="joint", labels="100", seeds=1, epochs=2, baseline=False)
     ref = small(tmp_path / "ref", **args)
-    tr = sys.modules["aeclass.train"]
-    real = tr._write_csv
-
-    def crash(path, rows):
-        real(path, rows)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(tr, "_write_csv", crash)
+    interrupt_training.arm(1)
     with pytest.raises(KeyboardInterrupt):
         small(tmp_path / "cut", **args)
-    monkeypatch.setattr(tr, "_write_csv", real)
+    interrupt_training.disarm()
     cell = tmp_path / "cut" / "runs" / "joint-100-s0"
     assert (cell / "checkpoints" / "last.pt").is_file() and not (cell / "metrics.json").exists()
     spy = CountingTrain()
