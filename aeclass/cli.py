@@ -31,7 +31,8 @@ def _kv(text: str):
 TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and config files show through
     ("--data", str, "digits | mnist | cifar10 | folder:PATH (a directory or .zip of class sub-folders)"),
     ("--data-dir", str, "directory holding mnist/cifar10 files (also $AECLASS_DATA)"),
-    ("--image-size", int, "folder data: resize images to this square size"),
+    ("--image-size", int, "resize images to this square size"),
+    ("--channels", int, "1 (greyscale) or 3 (RGB); default: the data's own"),
     ("--model", str, "registered model: hybrid, cnn, conv_ae, mlp_ae, ..."),
     ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi"),
     ("--labels", str, "number of labelled training images (balanced per class, chosen by seed) or 'all'"),

@@ -19,7 +19,8 @@ class TrainConfig:
     # data
     data: str = "digits"                 # digits | mnist | cifar10 | folder:PATH
     data_dir: str | None = None          # where mnist/cifar10 files are looked for first
-    image_size: int | None = None        # folder datasets: resize every image to this square size
+    image_size: int | None = None        # resize every image to this square size (folders: at decode)
+    channels: int | None = None          # 1 (greyscale) or 3 (RGB); default: the data's own
     labels: int | None = None            # keep this many training labels (balanced, by seed); None = all
     augment: str = "default"             # "default" (per dataset), "none", or e.g. "crop=4,flip,rot=10,grey=0.2"
     # model
@@ -159,6 +160,10 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError("--unlabelled-weight and --rampup-epochs must be >= 0")
     if not 0 <= cfg.confidence <= 1:
         raise ConfigError(f"--confidence: expected a probability in [0, 1], got {cfg.confidence!r}")
+    if cfg.channels not in (None, 1, 3):
+        raise ConfigError(f"--channels: expected 1 or 3, got {cfg.channels!r}")
+    if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 4):
+        raise ConfigError(f"--image-size: expected an integer >= 4, got {cfg.image_size!r}")
     if not isinstance(cfg.model_kwargs, dict):
         raise ConfigError(f"model_kwargs: expected a mapping, got {cfg.model_kwargs!r}")
     return cfg

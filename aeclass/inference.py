@@ -27,7 +27,7 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | Non
     from .engine import evaluate
     model, ck = load_model(checkpoint)
     cfg = ck["config"]
-    ds = load_dataset(data or cfg["data"], data_dir or cfg.get("data_dir"), image_size=cfg.get("image_size"),
+    ds = load_dataset(data or cfg["data"], data_dir or cfg.get("data_dir"), image_size=cfg.get("image_size"), channels=cfg.get("channels"),
                       seed=cfg.get("seed", 0))
     if list(ds.image_shape) != list(ck["image_shape"]):
         raise AeclassError(f"--data {ds.name}: images are {tuple(ds.image_shape)} but the model expects {tuple(ck['image_shape'])}")

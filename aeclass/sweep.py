@@ -272,7 +272,7 @@ def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRAT
     done = 0
     for seed in seed_list:
         if ds is None or (folder and ds_seed != seed):
-            ds = load_dataset(probe.data, probe.data_dir, image_size=probe.image_size, seed=seed)
+            ds = load_dataset(probe.data, probe.data_dir, image_size=probe.image_size, channels=probe.channels, seed=seed)
             ds_seed = seed
             n_train = int(ds.train_x.shape[0])
         for lab in label_items:

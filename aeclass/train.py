@@ -126,7 +126,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     device = pick_device(cfg.device)
     gen = seed_everything(cfg.seed)
 
-    ds = dataset if dataset is not None else load_dataset(cfg.data, cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed)
+    ds = dataset if dataset is not None else load_dataset(cfg.data, cfg.data_dir, image_size=cfg.image_size,
+                                                                  channels=cfg.channels, seed=cfg.seed)
     if cfg.labels is not None and cfg.labels > ds.train_x.shape[0]:
         log(f"note: --labels {cfg.labels} exceeds the {ds.train_x.shape[0]} training images; using all labels")
     model = build_model(cfg, ds).to(device)

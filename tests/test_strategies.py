@@ -132,3 +132,13 @@ def test_strategy_needing_a_decoder_rejects_cnn(tmp_path):
 def test_bf16_autocast_trains(tmp_path):
     r = train(tiny(tmp_path, precision="bf16", epochs=2), **QUIET)
     assert r.metrics["test_accuracy"] > 0.2
+
+
+def test_builtin_data_can_be_resized_and_given_channels(tmp_path):
+    """--image-size / --channels apply to built-in sources too (e.g. digits as 16x16 RGB)."""
+    r = train(tiny(tmp_path, strategy="supervised", model="cnn", epochs=1, image_size=16, channels=3), **QUIET)
+    assert r.model.input_shape == (3, 16, 16)
+    info = json.loads((r.run_dir / "run.json").read_text())
+    assert info["data"]["image_shape"] == [3, 16, 16] and "(1, 8, 8) -> (3, 16, 16)" in info["data"]["resize"]
+    with pytest.raises(AeclassError, match="channels"):
+        train(tiny(tmp_path, channels=2, out=str(tmp_path / "bad")), **QUIET)

@@ -42,10 +42,22 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, download:
     """Load a dataset by name: 'digits', 'mnist', 'cifar10' or 'folder:PATH'.
 
     `data_dir` is searched first for file-based sources; `download` allows fetching canonical files into the
-    cache when they are not found. `image_size`/`channels` set the common shape of a folder dataset (default:
-    the most common size and mode among its images). `seed` only matters for a folder without train/test
+    cache when they are not found. `image_size`/`channels` set the image shape: for a folder dataset the
+    common shape every image is converted to (default: the most common size and mode among its images); for
+    the built-in sources a resize / channel conversion applied once at load. `seed` only matters for a folder without train/test
     sub-folders, which is split stratified 80/20 by that seed.
     """
+    if spec.startswith("folder:"):
+        from .folder import load_folder
+        path = spec[len("folder:"):]
+        if not path:
+            raise DataError("--data folder: needs a path, e.g. --data folder:/path/to/images or folder:images.zip")
+        return load_folder(path, image_size=image_size, channels=channels, seed=seed)
+    ds = _load_builtin(spec, data_dir, download)
+    return _reshape(ds, image_size, channels) if (image_size or channels) else ds
+
+
+def _load_builtin(spec: str, data_dir, download: bool) -> ImageDataset:
     if spec == "digits":
         from .digits import load_digits
         return load_digits()
@@ -55,13 +67,27 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, download:
     if spec == "cifar10":
         from .cifar10 import load_cifar10
         return load_cifar10(default_data_dirs(data_dir), download=download)
-    if spec.startswith("folder:"):
-        from .folder import load_folder
-        path = spec[len("folder:"):]
-        if not path:
-            raise DataError("--data folder: needs a path, e.g. --data folder:/path/to/images or folder:images.zip")
-        return load_folder(path, image_size=image_size, channels=channels, seed=seed)
     raise DataError(f"--data: unknown dataset '{spec}'; expected one of: {', '.join(SOURCES)}")
+
+
+def _reshape(ds: ImageDataset, image_size: int | None, channels: int | None) -> ImageDataset:
+    """Resize (bilinear, antialiased) and/or change the channel count of a built-in dataset once, at load,
+    e.g. MNIST at 32x32x3 to reuse a CIFAR-10 encoder."""
+    from .augment import resize_batch, to_greyscale
+
+    def convert(x):
+        if image_size:
+            x = resize_batch(x, image_size)
+        if channels == 1 and x.shape[1] == 3:
+            x = to_greyscale(x, keep_channels=False)
+        elif channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        elif channels not in (None, 1, 3):
+            raise DataError(f"channels must be 1 or 3, got {channels}")
+        return x
+    out = ImageDataset(ds.name, convert(ds.train_x), ds.train_y, convert(ds.test_x), ds.test_y, ds.classes, dict(ds.info))
+    out.info["resize"] = f"{tuple(ds.image_shape)} -> {tuple(out.image_shape)} (bilinear, antialiased)"
+    return out
 
 
 __all__ = ["ImageDataset", "UNLABELLED", "load_dataset", "labelled_subset", "semi_labels", "to_float",

@@ -144,7 +144,7 @@ def load_model_and_data(files: RunFiles) -> tuple[Loaded | None, str | None]:
     if not name:
         return None, "the run does not name its dataset (no config.yaml)"
     try:
-        ds = load_dataset(name, cfg.get("data_dir"), download=False, image_size=cfg.get("image_size"),
+        ds = load_dataset(name, cfg.get("data_dir"), download=False, image_size=cfg.get("image_size"), channels=cfg.get("channels"),
                           seed=int(cfg.get("seed") or 0))
     except AeclassError as e:
         return None, f"the dataset '{name}' could not be loaded: {e}"
