@@ -308,5 +308,6 @@ def plot_accuracy_vs_labels(rows: list[dict], path: str | Path, n_train: int | N
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy vs number of labels (mean ± std over seeds)")
     if groups:
-        ax.legend(title="strategy", loc="lower right")
+        # Outside the axes: inside, it covers whichever line runs along the bottom (often linear-probe).
+        ax.legend(title="strategy", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save_png(fig, path)
