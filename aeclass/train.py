@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import platform
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import TrainConfig, build_config, save_config
+from .config import TrainConfig, save_config
 from .data import load_dataset
 from .engine import (TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
                      train_phase_epoch)
