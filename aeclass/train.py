@@ -137,12 +137,15 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     if init:
         load_init_weights(model, init)
     phases = build_phases(cfg, model, pretrained=bool(init))
-    # An untrained head's accuracy means nothing: autoencoder runs report reconstruction only.
+    # An untrained head's accuracy or an untrained decoder's error means nothing: report only what trained
+    # (autoencoder runs have no accuracy; supervised and semi --no-recon runs no reconstruction error).
     classifies = any("head" in p.trains for p in phases)
+    reconstructs = any("decoder" in p.trains for p in phases) or (bool(init) and model.has_decoder)
 
     def test_metrics() -> dict:
         m = evaluate(model, data.test_x, data.test_y, cfg.precision)
-        return m if classifies else {k: v for k, v in m.items() if k == "recon_mse"}
+        drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
+        return {k: v for k, v in m.items() if k not in drop}
 
     state = {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [], "best_loss": float("inf"), "elapsed": 0.0}
     opt_state = None

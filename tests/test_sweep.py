@@ -74,7 +74,9 @@ def test_sweep_writes_results_summary_and_plot(tmp_path):
         else:
             assert config["strategy"] == r["strategy"] and config["seed"] == int(r["seed"]) and config["epochs"] == 1
             assert config["noise"] == 0.2  # the sweep's default under any preset/config/flag
-            assert float(r["test_recon_mse"]) > 0 and float(r["train_seconds"]) > 0
+            assert float(r["train_seconds"]) > 0
+            # Only strategies that train the decoder report its error.
+            assert (r["test_recon_mse"] == "") == (r["strategy"] == "supervised")
             m = json.loads((run / "metrics.json").read_text())
             assert m["test_accuracy"] == pytest.approx(float(r["test_accuracy"]), rel=1e-5)
     md = (d / "summary.md").read_text()
