@@ -26,6 +26,7 @@ import torch
 from . import __version__
 from .config import TrainConfig, save_config
 from .data import load_dataset
+from .data.augment import augment_to_string
 from .engine import (TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
                      train_phase_epoch)
 from .errors import AeclassError, ConfigError
@@ -165,7 +166,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ds.summary(), "n_train": int(ds.train_x.shape[0]), "n_test": int(ds.test_x.shape[0]),
         "n_labelled": data.n_labelled, "n_unlabelled": int(ds.train_x.shape[0]) - data.n_labelled,
-        "augment": cfg.augment if cfg.augment != "default" else f"default ({_aug_str(data.augment)})",
+        "augment": cfg.augment if cfg.augment != "default" else f"default ({augment_to_string(data.augment)})",
         "model": model.spec, "parameters": sum(p.numel() for p in model.parameters()),
         "phases": [{"name": p.name, "epochs": p.epochs, "images": p.images} for p in phases],
     }
@@ -229,11 +230,6 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     if cfg.report:
         _maybe_report(run_dir, log)
     return RunResult(run_dir, metrics, model, cfg)
-
-
-def _aug_str(aug) -> str:
-    from .data.augment import augment_to_string
-    return augment_to_string(aug)
 
 
 def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds) -> dict:
