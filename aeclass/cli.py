@@ -28,6 +28,15 @@ def _kv(text: str):
         raise AeclassError(f"--model-opt {k}: cannot read value '{v}'") from None
 
 
+def _bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
 TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and config files show through
     ("--data", str, "digits | mnist | cifar10 | folder:PATH (a directory or .zip of class sub-folders)"),
     ("--data-dir", str, "directory holding mnist/cifar10 files (also $AECLASS_DATA)"),
@@ -51,12 +60,16 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--unlabelled-weight", float, "semi: weight of the pseudo-label loss on unlabelled images"),
     ("--confidence", float, "semi: top-class probability needed to use a pseudo-label (e.g. 0.95)"),
     ("--rampup-epochs", float, "semi: epochs over which the unlabelled weight ramps up"),
+    ("--dist-align", _bool, "semi: align pseudo-label distribution to balanced classes (true/false)"),
+    ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
     ("--augment", str, "'default', 'none' or e.g. crop=4,flip,rot=10,grey=0.2"),
     ("--seed", int, "random seed (label subset, initialisation, batches, augmentation)"),
     ("--device", str, "auto | cpu | cuda | cuda:N"),
     ("--precision", str, "fp32 | bf16"),
     ("--threads", int, "CPU threads"),
+    ("--compile", _bool, "torch.compile the model (true/false; needs a C++ compiler on CPU)"),
+    ("--memory-format", str, "auto | channels_last | contiguous (auto: channels_last for conv models)"),
     ("--out", str, "run directory (default runs/<data>-<strategy>-<labels>-s<seed>-<time>)"),
 ]
 
@@ -106,7 +119,8 @@ def cmd_train(args) -> int:
         flags["out"] = str(run_dir)
     preset = args.preset
     # Flags that only say where/how to run (not what to train) keep the no-options default: the demo.
-    what = {k: v for k, v in flags.items() if k not in ("report", "out", "threads", "device", "seed", "precision")}
+    what = {k: v for k, v in flags.items() if k not in ("report", "out", "threads", "device", "seed", "precision",
+                                                      "memory_format", "compile")}
     if not resume and preset is None and args.config is None and all(v is None for v in what.values()):
         preset = "demo"
         print("aeclass train: no options given; running --preset demo (digits, 100 labels, joint)")

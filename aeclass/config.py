@@ -34,6 +34,7 @@ class TrainConfig:
     unlabelled_weight: float = 1.0       # semi: weight of the pseudo-label loss on unlabelled images (after ramp-up)
     confidence: float = 0.95             # semi: min. top-class probability of the weak view to use it as pseudo-label
     rampup_epochs: float = 5.0           # semi: epochs over which the unlabelled weight ramps up from ~0 (0 = none)
+    dist_align: bool = False             # semi: distribution alignment of pseudo-labels towards balanced classes
     label_smoothing: float = 0.0
     pretrain_epochs: int | None = None   # autoencoder phase of pretrain-finetune / linear-probe (default: epochs)
     # optimisation
@@ -46,10 +47,14 @@ class TrainConfig:
     momentum: float = 0.9                # sgd only
     schedule: str = "cosine"             # constant | cosine | onecycle (warm-up then cosine)
     warmup_epochs: float = 0.0
+    ema: float = 0.0                     # decay of an exponential moving average of the weights, evaluated and
+                                         # saved instead of the raw weights (e.g. 0.999; 0 = off)
     # runtime
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     precision: str = "fp32"              # fp32 | bf16 (autocast)
+    compile: bool = False                # torch.compile the encoder, decoder and head (first steps compile)
+    memory_format: str = "auto"          # auto (channels_last for conv models) | channels_last | contiguous
     threads: int | None = None           # CPU threads (default: all cores)
     out: str | None = None               # run directory (default: runs/<data>-<strategy>-<time>)
     report: bool = True                  # write report.html at the end of training (when available)
@@ -91,6 +96,7 @@ CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("constant", "cosine", "onecycle"),
     "precision": ("fp32", "bf16"),
+    "memory_format": ("auto", "channels_last", "contiguous"),
 }
 
 
@@ -158,12 +164,17 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError("--recon-weight and --noise must be >= 0")
     if not (cfg.unlabelled_weight >= 0 and cfg.rampup_epochs >= 0):
         raise ConfigError("--unlabelled-weight and --rampup-epochs must be >= 0")
+    if not (isinstance(cfg.ema, (int, float)) and 0 <= cfg.ema < 1):
+        raise ConfigError(f"--ema: expected a decay in [0, 1) such as 0.999 (0 = off), got {cfg.ema!r}")
     if not 0 <= cfg.confidence <= 1:
         raise ConfigError(f"--confidence: expected a probability in [0, 1], got {cfg.confidence!r}")
     if cfg.channels not in (None, 1, 3):
         raise ConfigError(f"--channels: expected 1 or 3, got {cfg.channels!r}")
     if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 4):
         raise ConfigError(f"--image-size: expected an integer >= 4, got {cfg.image_size!r}")
+    for name in ("dist_align", "compile", "report"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"--{name.replace('_', '-')}: expected true or false, got {getattr(cfg, name)!r}")
     if not isinstance(cfg.model_kwargs, dict):
         raise ConfigError(f"model_kwargs: expected a mapping, got {cfg.model_kwargs!r}")
     return cfg

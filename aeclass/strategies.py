@@ -17,7 +17,7 @@ only labelled rows, reconstruction losses use every row.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -48,6 +48,8 @@ class Batch:
     # checkpoints carry (None: the global torch RNG), and the phase epoch reached (fractional; for ramp-ups).
     gen: torch.Generator | None = None
     epoch: float = 0.0
+    # The strategy's running state (tensors), kept across steps and saved in checkpoints by the engine.
+    state: dict = field(default_factory=dict)
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -121,6 +123,23 @@ def rampup(epoch: float, length: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
+def align_distribution(probs: torch.Tensor, state: dict, momentum: float = 0.99) -> torch.Tensor:
+    """Distribution alignment (Berthelot et al., ReMixMatch, 2020): scale each prediction by
+    prior / running mean of the model's predictions on unlabelled images, and renormalise.
+
+    With 10 labels per class a self-training model can adopt a wrong cluster early (in one MNIST-100
+    draw, 123 test sevens became twos); the running mean then over-weights that class and alignment
+    pulls the pseudo-labels back towards the prior. The prior is uniform: the labelled subset is drawn
+    balanced, so its class counts carry no information about the true class frequencies.
+    `state["p_model"]` holds the running mean (about the last 1/(1-momentum) batches)."""
+    mean = probs.mean(0)
+    running = state.get("p_model")
+    running = mean if running is None else momentum * running + (1 - momentum) * mean
+    state["p_model"] = running
+    aligned = probs / running.clamp_min(1e-6)
+    return aligned / aligned.sum(1, keepdim=True)
+
+
 def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     """Semi-supervised step: FixMatch pseudo-labels + a denoising autoencoder on one shared encoder.
 
@@ -128,7 +147,7 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     Unlabelled rows: where the weak view's top class probability (no gradient) is >= cfg.confidence, that
     class is the target of the strong view's cross-entropy (averaged over all unlabelled rows, so few
     confident rows weigh little), weighted by cfg.unlabelled_weight times a ramp-up over
-    cfg.rampup_epochs. Every row: the decoder reconstructs the clean geometric strong view from the code
+    cfg.rampup_epochs; with cfg.dist_align the weak predictions are first aligned to balanced classes. Every row: the decoder reconstructs the clean geometric strong view from the code
     of its cut-out + noisy (cfg.noise) version, weighted by cfg.recon_weight (0 switches the decoder off).
     """
     gen = batch.gen if batch.gen is not None else torch.default_generator
@@ -142,7 +161,10 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     unl = batch.y < 0
     if bool(unl.any()):
         with torch.no_grad():
-            conf, pseudo = weak_logits[unl].softmax(1).max(1)
+            probs = weak_logits[unl].softmax(1)
+            if cfg.dist_align:
+                probs = align_distribution(probs, batch.state)
+            conf, pseudo = probs.max(1)
             mask = (conf >= cfg.confidence).float()
         pl = (F.cross_entropy(strong_logits[unl], pseudo, reduction="none") * mask).mean()
         confident = mask.mean()

@@ -27,8 +27,8 @@ from . import __version__
 from .config import TrainConfig, save_config
 from .data import load_dataset
 from .data.augment import augment_to_string
-from .engine import (TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
-                     train_phase_epoch)
+from .engine import (EMA, TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
+                     train_phase_epoch, use_channels_last)
 from .errors import AeclassError, ConfigError
 from .io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .models import AEClassifier, create_model
@@ -137,14 +137,26 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     del xf
     if init:
         load_init_weights(model, init)
+    if use_channels_last(model, cfg.memory_format):
+        model = model.to(memory_format=torch.channels_last)
     phases = build_phases(cfg, model, pretrained=bool(init))
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None  # copied before compiling: the average runs eager
+    if cfg.compile:
+        # In place (Module.compile), so state_dict keys stay those of the eager model.
+        for part in (model.encoder, model.decoder, model.head):
+            if part is not None:
+                part.compile()
+    strategy_state: dict = {}
+
+    def final_model() -> AEClassifier:  # what is evaluated, saved as model_state and returned
+        return ema.model if ema is not None else model
     # An untrained head's accuracy or an untrained decoder's error means nothing: report only what trained
     # (autoencoder runs have no accuracy; supervised and semi --no-recon runs no reconstruction error).
     classifies = any("head" in p.trains for p in phases)
     reconstructs = any("decoder" in p.trains for p in phases) or (bool(init) and model.has_decoder)
 
     def test_metrics() -> dict:
-        m = evaluate(model, data.test_x, data.test_y, cfg.precision)
+        m = evaluate(final_model(), data.test_x, data.test_y, cfg.precision, memory_format=cfg.memory_format)
         drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
         return {k: v for k, v in m.items() if k not in drop}
 
@@ -152,7 +164,11 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     opt_state = None
     if resume:
         ck = load_checkpoint(ckpt_path)
-        model.load_state_dict(ck["model_state"])
+        model.load_state_dict(ck.get("train_model_state", ck["model_state"]))
+        if ema is not None:
+            ema.model.load_state_dict(ck["model_state"])
+            ema.updates = ck.get("ema_updates", 0)
+        strategy_state.update({k: v.to(device) for k, v in ck.get("strategy_state", {}).items()})
         state.update(ck["progress"])
         opt_state = ck.get("optimizer_state")
         gen.set_state(ck["generator_state"])
@@ -193,7 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             t0 = time.perf_counter()
             bar = bars.bar(spe, f"{phase.name} {ep + 1}/{phase.epochs}")
             means, phase_step = train_phase_epoch(model, phase, data, cfg, opt, gen, phase_step, total, warmup,
-                                                  device, bar)
+                                                  device, bar, ema, strategy_state)
             if bar is not None:
                 bar.close()
             train_time = time.perf_counter() - t0
@@ -211,17 +227,18 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             if improved:
                 state["best_loss"] = means["train_loss"]
                 state["best_epoch"] = epoch_global
-            ckpt = _checkpoint(model, opt, gen, state, cfg, ds)
+            ckpt = _checkpoint(model, opt, gen, state, cfg, ds, ema, strategy_state)
             save_checkpoint(ckpt, run_dir / "checkpoints" / "last.pt")
             if improved:
-                save_checkpoint({k: v for k, v in ckpt.items() if k != "optimizer_state"}, run_dir / "checkpoints" / "best.pt")
+                save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer_state", "train_model_state")},
+                                run_dir / "checkpoints" / "best.pt")
             _write_csv(run_dir / "metrics.csv", state["history"])
             log(_epoch_line(row, phase.epochs))
         if pi + 1 < len(phases):
             state.update(phase_index=pi + 1, phase_epoch=0)
 
     final = test_metrics()
-    metrics = _final_metrics(cfg, ds, data, model, final, state, phases)
+    metrics = _final_metrics(cfg, ds, data, final, state, phases)
     atomic_write_json(run_dir / "metrics.json", metrics)
     summary = [f"test_accuracy {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None else None,
                f"test_recon_mse {metrics['test_recon_mse']:.5f}" if metrics.get("test_recon_mse") is not None else None,
@@ -229,14 +246,25 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     log("done: " + ", ".join(s for s in summary if s) + f"  ({run_dir})")
     if cfg.report:
         _maybe_report(run_dir, log)
-    return RunResult(run_dir, metrics, model, cfg)
+    return RunResult(run_dir, metrics, final_model(), cfg)
 
 
-def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds) -> dict:
+def _cpu_state(model) -> dict:
+    # contiguous: channels_last weights would otherwise be saved with NHWC strides (safetensors refuses them)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy_state=None) -> dict:
+    # model_state is the model to use (the EMA average when --ema is on); train_model_state the raw
+    # weights the optimiser is moving, needed only to resume.
+    extra = {"train_model_state": _cpu_state(model), "ema_updates": ema.updates} if ema is not None else {}
+    if strategy_state:
+        extra["strategy_state"] = {k: v.detach().cpu() for k, v in strategy_state.items()}
     return {
         "format": "aeclass-checkpoint-1",
         "model_spec": model.spec,
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_state": _cpu_state(ema.model if ema is not None else model),
+        **extra,
         "optimizer_state": opt.state_dict(),
         "generator_state": gen.get_state(),
         "torch_rng_state": torch.get_rng_state(),
@@ -268,7 +296,7 @@ def _epoch_line(row: dict, n: int) -> str:
     return "  ".join(parts)
 
 
-def _final_metrics(cfg, ds, data, model, final, state, phases) -> dict:
+def _final_metrics(cfg, ds, data, final, state, phases) -> dict:
     y = data.test_y.cpu()
     m = {
         "test_accuracy": final.get("accuracy"),

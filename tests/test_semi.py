@@ -57,17 +57,40 @@ def test_semi_without_reconstruction_needs_no_decoder(tmp_path, one_thread):
         train(tiny(tmp_path, model="cnn", out=str(tmp_path / "bad")), **QUIET)
 
 
-def test_semi_resume_continues_exactly(tmp_path, interrupt_training, one_thread):
-    """Interrupt a semi run after epoch 1 (its strong views, noise and ramp-up draw on checkpointed RNGs),
-    resume: the same weights as the uninterrupted run."""
-    ref = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "ref")), **QUIET)
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.99, "dist_align": True}], ids=["plain", "ema+align"])
+def test_semi_resume_continues_exactly(tmp_path, interrupt_training, one_thread, extra):
+    """Interrupt a semi run after epoch 1 (its strong views, noise and ramp-up draw on checkpointed RNGs;
+    the EMA weights and the alignment's running class distribution are checkpointed too), resume: the
+    same weights as the uninterrupted run."""
+    ref = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "ref"), **extra), **QUIET)
     interrupt_training.arm(1)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut")), **QUIET)
+        train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut"), **extra), **QUIET)
     interrupt_training.disarm()
-    resumed = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut")), resume=True, **QUIET)
+    resumed = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut"), **extra), resume=True, **QUIET)
     for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(va, vb), k
+    if extra:
+        ck = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)
+        assert set(ck["strategy_state"]) == {"p_model"} and ck["ema_updates"] > 0
+        # model_state holds the average, train_model_state the raw weights; they differ.
+        assert any(not torch.equal(ck["model_state"][k], ck["train_model_state"][k]) for k in ck["model_state"])
+
+
+def test_distribution_alignment_pulls_towards_balanced_classes():
+    from aeclass.strategies import align_distribution
+    state: dict = {}
+    # A model that over-predicts class 0: the running mean learns it, and alignment shrinks class 0.
+    skewed = torch.tensor([[0.7, 0.2, 0.1]] * 8)
+    for _ in range(50):
+        out = align_distribution(skewed, state, momentum=0.9)
+    assert torch.allclose(out.sum(1), torch.ones(8))
+    assert state["p_model"][0] > 0.65
+    assert torch.allclose(out[0], torch.full((3,), 1 / 3), atol=0.02)  # p / mean(p), all rows alike here
+    # Balanced predictions are left (almost) as they are.
+    state = {}
+    balanced = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    assert torch.allclose(align_distribution(balanced, state), balanced, atol=1e-6)
 
 
 def test_cli_no_recon(tmp_path, capsys, one_thread):

@@ -110,3 +110,55 @@ class ConvDecoder(nn.Module):
         for size, stage in zip(self.sizes, self.stages):
             x = stage(F.interpolate(x, size=size, mode="nearest"))
         return self.out(x)
+
+
+class Residual(nn.Module):
+    """x + body(x)."""
+
+    def __init__(self, *body: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResEncoder(nn.Module):
+    """A small residual CNN in the style of the fast CIFAR-10 trainers (Page's ResNet-9, Jordan's airbench).
+
+    Optional stem conv3x3-BN-ReLU at full resolution; then per width a stage
+        conv3x3 -> maxpool2 -> BN -> ReLU -> `depth` x residual(conv3x3-BN-ReLU)
+    (convolving before pooling keeps full-resolution detail at the cost of one full-size conv; the
+    residual convs run at the pooled size, where they are 4x cheaper); then the code: flatten -> Linear
+    ('flatten', keeps where things are, which a decoder needs) or global max pool -> Linear ('pool',
+    translation-invariant, fewer parameters). Exposes stage_sizes / feature_shape like ConvEncoder, so
+    ConvDecoder can mirror it.
+    """
+
+    def __init__(self, input_shape, widths: tuple[int, ...], code_dim: int, depth: int = 1, stem: int = 0,
+                 code: str = "flatten", code_act: str = "relu"):
+        super().__init__()
+        if code not in ("flatten", "pool"):
+            raise ConfigError(f"code must be 'flatten' or 'pool', got '{code}'")
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        if stem:
+            layers += conv_block(c, stem, bn=True)
+            c = stem
+        self.stage_sizes = []
+        for width in widths:
+            self.stage_sizes.append((h, w))
+            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.MaxPool2d(2, ceil_mode=True),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            h, w = -(-h // 2), -(-w // 2)
+            layers += [Residual(*conv_block(width, width, bn=True)) for _ in range(depth)]
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.feature_shape = (c, h, w)
+        if code == "flatten":
+            self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, code_dim), activation(code_act))
+        else:
+            self.fc = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, code_dim), activation(code_act))
+
+    def forward(self, x):
+        return self.fc(self.features(x))

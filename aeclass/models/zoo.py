@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .core import AEClassifier
-from .layers import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .layers import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, ResEncoder
 from .registry import register_model
 
 
@@ -52,3 +52,14 @@ def hybrid(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128
         head = nn.Sequential(nn.Dropout(dropout), nn.Linear(code_dim, num_classes)) if dropout else None
     return AEClassifier(enc, code_dim, input_shape, decoder=ConvDecoder(enc, input_shape[0], tuple(widths), code_dim, bn),
                         num_classes=num_classes, head=head)
+
+
+@register_model
+def resnet(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128), depth: int = 1, stem: int = 0,
+           code_dim: int = 128, code: str = "flatten", decoder: bool = True):
+    """A small residual CNN (see ResEncoder), with the same convolutional decoder as `hybrid` unless
+    decoder=false. The fast recipes' model: on MNIST (32, 64, 128) costs 14 MMACs per image forward
+    (hybrid: 8); for CIFAR-10 use wider stages, e.g. widths=[64, 128, 256] and code=pool."""
+    enc = ResEncoder(input_shape, tuple(widths), code_dim, depth=depth, stem=stem, code=code)
+    dec = ConvDecoder(enc, input_shape[0], tuple(widths), code_dim) if decoder else None
+    return AEClassifier(enc, code_dim, input_shape, decoder=dec, num_classes=num_classes)

@@ -1,0 +1,130 @@
+"""The engine's fast paths give the same answers as the plain ones: bf16 autocast vs fp32, channels_last
+vs contiguous, torch.compile vs eager, and the EMA of the weights."""
+import copy
+
+import pytest
+import torch
+
+from aeclass import TrainConfig, train
+from aeclass.data import load_dataset
+from aeclass.engine import EMA, use_channels_last
+from aeclass.models import create_model
+
+QUIET = dict(log=lambda *a: None, progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def digits_batch(n=64):
+    ds = load_dataset("digits")
+    return ds.train_x[:n].float() / 255, ds.train_y[:n]
+
+
+def cfg(tmp_path, name, **kw):
+    base = dict(data="digits", strategy="supervised", model="cnn", epochs=6, batch_size=64, threads=1,
+                out=str(tmp_path / name), report=False)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("name", ["hybrid", "resnet"])
+def test_bf16_forward_agrees_with_fp32(name, one_thread):
+    torch.manual_seed(0)
+    model = create_model(name, (1, 8, 8), 10).eval()
+    x, _ = digits_batch()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    for key in ("logits", "recon"):
+        err = (low[key].float() - ref[key]).abs().max() / ref[key].abs().max()
+        assert err < 0.05, (key, float(err))  # bf16 keeps 8 bits of mantissa: ~1 % per op
+    # Predictions mostly agree even for an untrained model (whose logits are close together).
+    assert (low["logits"].argmax(1) == ref["logits"].argmax(1)).float().mean() > 0.8
+
+
+def test_bf16_training_reaches_fp32_accuracy(tmp_path):
+    fp32 = train(cfg(tmp_path, "fp32"), **QUIET).metrics["test_accuracy"]
+    bf16 = train(cfg(tmp_path, "bf16", precision="bf16"), **QUIET).metrics["test_accuracy"]
+    assert fp32 > 0.85
+    assert abs(bf16 - fp32) < 0.03, (fp32, bf16)
+
+
+def test_channels_last_is_used_for_conv_models_only_and_agrees():
+    assert use_channels_last(create_model("hybrid", (1, 8, 8), 10), "auto")
+    assert not use_channels_last(create_model("mlp_ae", (1, 8, 8), 10), "auto")
+    assert not use_channels_last(create_model("hybrid", (1, 8, 8), 10), "contiguous")
+    torch.manual_seed(0)
+    model = create_model("resnet", (1, 8, 8), 10).eval()
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x, _ = digits_batch()
+    with torch.no_grad():
+        a, b = model(x), nhwc(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-4)
+    assert torch.allclose(a["recon"], b["recon"], atol=1e-5)
+
+
+def test_channels_last_training_matches_contiguous(tmp_path):
+    a = train(cfg(tmp_path, "nchw", memory_format="contiguous", epochs=3), **QUIET)
+    b = train(cfg(tmp_path, "nhwc", memory_format="channels_last", epochs=3), **QUIET)
+    assert abs(a.metrics["test_accuracy"] - b.metrics["test_accuracy"]) < 0.02
+    # Checkpoints hold contiguous tensors whatever the training layout (safetensors export needs them).
+    ck = torch.load(b.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert all(v.is_contiguous() for v in ck["model_state"].values())
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager(one_thread):
+    torch.manual_seed(0)
+    eager = create_model("resnet", (1, 8, 8), 10)
+    compiled = copy.deepcopy(eager)
+    for part in (compiled.encoder, compiled.decoder, compiled.head):
+        part.compile()
+    x, y = digits_batch()
+    outs = []
+    for model in (eager, compiled):
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out["logits"], y) + out["recon"].square().mean()
+        loss.backward()
+        outs.append((out, {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (oe, ge), (oc, gc) = outs
+    assert torch.allclose(oe["logits"], oc["logits"], atol=1e-4)
+    assert torch.allclose(oe["recon"], oc["recon"], atol=1e-5)
+    for k in ge:
+        assert torch.allclose(ge[k], gc[k], atol=1e-3, rtol=1e-3), k
+    # state_dict keys are untouched by the in-place compile, so checkpoints stay interchangeable.
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+
+
+def test_ema_averages_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    start = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.randn(8, 3))  # moves the BN running statistics
+    ema.update(model)
+    d = min(0.9, 2 / 11)  # the warm-up decay of the first update
+    w = model.state_dict()
+    e = ema.model.state_dict()
+    assert torch.allclose(e["0.weight"], d * start["0.weight"] + (1 - d) * w["0.weight"])
+    assert torch.allclose(e["1.running_mean"], d * start["1.running_mean"] + (1 - d) * w["1.running_mean"])
+    assert int(e["1.num_batches_tracked"]) == int(w["1.num_batches_tracked"])
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_training_with_ema_saves_the_average(tmp_path):
+    r = train(cfg(tmp_path, "ema", ema=0.9, epochs=2), **QUIET)
+    ck = torch.load(r.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    best = torch.load(r.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    for k, v in r.model.state_dict().items():  # the returned (and evaluated) model is the average
+        assert torch.equal(v, ck["model_state"][k]), k
+    assert "train_model_state" not in best  # best.pt is for use, not for resuming
+    assert r.metrics["test_accuracy"] > 0.5
