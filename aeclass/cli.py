@@ -63,6 +63,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--dist-align", _bool, "semi: align pseudo-label distribution to balanced classes (true/false)"),
     ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
+    ("--tta-flip", _bool, "test-time flip: average each image's scores with its mirror image's (photos only)"),
     ("--augment", str, "'default', 'none' or e.g. crop=4,flip,rot=10,grey=0.2"),
     ("--seed", int, "random seed (label subset, initialisation, batches, augmentation)"),
     ("--device", str, "auto | cpu | cuda | cuda:N"),
@@ -77,7 +78,8 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
 def _add_train(sub):
     p = sub.add_parser("train", help="train a model (no arguments: the demo on the embedded digits)",
                        description="Train with a strategy; options come from --preset, then --config YAML, then flags.")
-    p.add_argument("--preset", help="seed-ae | seed-cnn | seed-hybrid | tuned-ae | demo")
+    from .config import PRESETS
+    p.add_argument("--preset", help=" | ".join(PRESETS))
     p.add_argument("--config", help="YAML file of options (keys as the flags, with _ or -)")
     for flag, typ, hlp in TRAIN_FLAGS:
         p.add_argument(flag, type=typ, help=hlp)

@@ -36,6 +36,7 @@ class TrainConfig:
     rampup_epochs: float = 5.0           # semi: epochs over which the unlabelled weight ramps up from ~0 (0 = none)
     dist_align: bool = False             # semi: distribution alignment of pseudo-labels towards balanced classes
     label_smoothing: float = 0.0
+    tta_flip: bool = False               # test-time augmentation: average the scores of each image and its mirror
     pretrain_epochs: int | None = None   # autoencoder phase of pretrain-finetune / linear-probe (default: epochs)
     # optimisation
     epochs: int = 30
@@ -88,6 +89,23 @@ PRESETS: dict[str, dict] = {
     "tuned-cnn": dict(data="cifar10", strategy="supervised", model="cnn", model_kwargs={"bn": True},
                       optimizer="adam", lr=2e-3, schedule="onecycle", warmup_epochs=1, label_smoothing=0.1,
                       epochs=30, batch_size=128),
+    # Fast recipes (issue #4; benchmarks/time_to_accuracy.py): bf16 autocast, small residual CNNs, one-cycle
+    # schedules, label smoothing, EMA of the weights, test-time flip for photos.
+    "fast-ae": dict(data="mnist", strategy="autoencoder", model="mlp_ae", model_kwargs={"code_dim": 32},
+                    recon_loss="mse", optimizer="adam", lr=3e-3, schedule="onecycle", warmup_epochs=1,
+                    epochs=60, batch_size=256, augment="none", precision="bf16"),
+    "fast-mnist": dict(data="mnist", strategy="supervised", model="resnet",
+                       model_kwargs={"widths": [24, 48, 96], "decoder": False}, optimizer="adam", lr=4e-3,
+                       schedule="onecycle", warmup_epochs=0.3, label_smoothing=0.1, epochs=3, batch_size=128,
+                       ema=0.99, precision="bf16"),
+    "fast-mnist-long": dict(data="mnist", strategy="supervised", model="resnet",
+                            model_kwargs={"widths": [32, 64, 128], "decoder": False}, augment="crop=2,rot=10",
+                            optimizer="adam", lr=4e-3, schedule="onecycle", warmup_epochs=0.5, label_smoothing=0.1,
+                            epochs=12, batch_size=128, ema=0.999, precision="bf16"),
+    "fast-cifar": dict(data="cifar10", strategy="supervised", model="resnet",
+                       model_kwargs={"widths": [64, 128, 256], "code": "pool", "code_dim": 256, "decoder": False},
+                       optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="onecycle", warmup_epochs=2,
+                       label_smoothing=0.2, epochs=14, batch_size=256, ema=0.999, precision="bf16", tta_flip=True),
 }
 
 CHOICES = {
@@ -172,7 +190,7 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError(f"--channels: expected 1 or 3, got {cfg.channels!r}")
     if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 4):
         raise ConfigError(f"--image-size: expected an integer >= 4, got {cfg.image_size!r}")
-    for name in ("dist_align", "compile", "report"):
+    for name in ("dist_align", "compile", "report", "tta_flip"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"--{name.replace('_', '-')}: expected true or false, got {getattr(cfg, name)!r}")
     if not isinstance(cfg.model_kwargs, dict):

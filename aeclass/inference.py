@@ -33,7 +33,7 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | Non
         raise AeclassError(f"--data {ds.name}: images are {tuple(ds.image_shape)} but the model expects {tuple(ck['image_shape'])}")
     if model.has_head and ds.num_classes != len(ck["classes"]):
         raise AeclassError(f"--data {ds.name}: {ds.num_classes} classes but the model has {len(ck['classes'])}")
-    m = evaluate(model, ds.test_x, ds.test_y)
+    m = evaluate(model, ds.test_x, ds.test_y, tta_flip=bool(cfg.get("tta_flip", False)))
     return {"test_accuracy": m.get("accuracy"), "test_loss": m.get("loss"), "test_recon_mse": m.get("recon_mse"),
             "n_test": int(ds.test_x.shape[0]), "data": ds.name, "checkpoint": str(checkpoint)}
 
@@ -81,8 +81,13 @@ def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int
     paths = _image_paths(inputs)
     x = load_images(paths, ck["image_shape"])
     rows = []
+    flip = bool(ck["config"].get("tta_flip", False))  # predict as the run was evaluated
     for i in range(0, len(paths), batch_size):
-        probs = torch.softmax(model(to_float(x[i:i + batch_size]), decode=False)["logits"].float(), dim=1)
+        xb = to_float(x[i:i + batch_size])
+        logits = model(xb, decode=False)["logits"].float()
+        if flip:
+            logits = (logits + model(xb.flip(3), decode=False)["logits"].float()) / 2
+        probs = torch.softmax(logits, dim=1)
         top = probs.topk(k, dim=1)
         for j in range(probs.shape[0]):
             rows.append({"path": str(paths[i + j]), "classes": [classes[c] for c in top.indices[j].tolist()],

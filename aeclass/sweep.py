@@ -50,7 +50,7 @@ SWEEP_DEFAULTS = {"epochs": 10, "noise": 0.2}
 FIELDS = ["strategy", "labels", "seed", "test_accuracy", "test_recon_mse", "train_seconds", "n_labelled", "n_train",
           "run_dir", "config"]
 # Config keys that may differ between a finished cell and the sweep now asked for (where and how it runs).
-_RUNTIME_KEYS = {"out", "threads", "device", "report", "data_dir"}
+_RUNTIME_KEYS = {"out", "threads", "device", "report", "data_dir", "compile", "memory_format"}
 
 
 @dataclass
@@ -116,6 +116,7 @@ def _cell_config(cell: Cell, preset, config_file, overrides: dict, run_dir: Path
 
 def _config_mismatch(saved: dict, cfg: TrainConfig) -> str | None:
     want = cfg.to_dict()
+    saved = {**TrainConfig().to_dict(), **saved}  # options added since that cell ran had their default value
     for k in sorted(set(saved) | set(want)):
         if k in _RUNTIME_KEYS:
             continue

@@ -156,7 +156,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     reconstructs = any("decoder" in p.trains for p in phases) or (bool(init) and model.has_decoder)
 
     def test_metrics() -> dict:
-        m = evaluate(final_model(), data.test_x, data.test_y, cfg.precision, memory_format=cfg.memory_format)
+        m = evaluate(final_model(), data.test_x, data.test_y, cfg.precision, memory_format=cfg.memory_format,
+                     tta_flip=cfg.tta_flip)
         drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
         return {k: v for k, v in m.items() if k not in drop}
 

@@ -1,0 +1,321 @@
+"""Training throughput of aeclass beside the seeds' Keras code, Pythae and a plain PyTorch DataLoader loop.
+
+Two workloads, each the same network and batch size in every implementation:
+- seed-cnn: the seed article's CIFAR-10 CNN (Keras-exact 'valid' convs, 160,202 parameters), Adam, batch 64;
+- seed-ae:  the seed article's dense 784-32-784 autoencoder on MNIST (ReLU code, sigmoid output), MSE,
+            Adam, batch 256 (Adam rather than the article's SGD so that Pythae's reference figure applies).
+
+Implementations (each measured in its own subprocess, one after the other, so they never share cores):
+- aeclass fp32 / bf16: `aeclass.train` with the engine's defaults (uint8 data in memory, batched
+  augmentation — off here —, channels_last for convs); images/s from the run's train_seconds;
+- torch-loop: a plain PyTorch loop over a DataLoader of float tensors (the textbook way);
+- keras: Keras 3 on the torch backend, the seeds' Sequential models and `model.fit`;
+- pythae: pythae.models.AE with the same encoder/decoder and its TrainingPipeline (seed-ae only).
+Keras and Pythae come from the optional `bench` extra (`pip install -c constraints.txt -e ".[bench]"`);
+rows whose package is missing are marked "not installed".
+
+GFLOP/s = (training FLOPs per image, counted by torch.utils.flop_counter on one fwd+bwd step of the torch
+model) x images/s; % of peak compares that with the machine's measured dense matmul peak for the
+precision used (fp32 or bf16), measured at the start of the run.
+
+Writes benchmarks/results/throughput.json and throughput.md. Takes about 4 minutes on 2 CPU cores.
+
+    python benchmarks/throughput.py
+    python benchmarks/throughput.py --only seed-ae --impls aeclass-fp32,pythae
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import RESULTS, cifar_zip, machine, save_results, shared_datasets
+
+WORKLOADS = {
+    # name: data, model (registry), model kwargs, batch size, epochs measured, optimizer
+    "seed-cnn": dict(data="cifar", model="cnn", kwargs={"padding": "valid"}, batch=64, epochs=1),
+    "seed-ae": dict(data="mnist", model="mlp_ae", kwargs={"code_dim": 32}, batch=256, epochs=5),
+}
+IMPLS = ["aeclass-fp32", "aeclass-bf16", "torch-loop", "keras", "pythae"]
+
+
+# ---------------------------------------------------------------- data and reference model
+
+
+def load_arrays(kind: str, synthetic: bool):
+    """uint8 NCHW train/test images and labels: the real data when present, else random images."""
+    from aeclass.data import load_dataset
+    if not synthetic:
+        try:
+            if kind == "mnist":
+                ds = load_dataset("mnist", str(shared_datasets()))
+            else:
+                ds = load_dataset(f"folder:{cifar_zip()}")
+            return ds.train_x, ds.train_y, ds.test_x, ds.test_y, "real"
+        except Exception as e:  # noqa: BLE001 - fall back to synthetic data and say so
+            print(f"note: real {kind} data not available ({e}); using random images", file=sys.stderr)
+    g = torch.Generator().manual_seed(0)
+    shape, n = ((1, 28, 28), 60000) if kind == "mnist" else ((3, 32, 32), 50000)
+    x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y, x[:10000], y[:10000], "synthetic"
+
+
+def torch_model(w: dict, shape):
+    from aeclass.models import create_model
+    return create_model(w["model"], shape, 10 if w["model"] == "cnn" else None, **w["kwargs"])
+
+
+def train_flops_per_image(w: dict, shape) -> float:
+    """FLOPs of one forward + backward pass per image (matmuls and convolutions, as counted by torch)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model = torch_model(w, shape)
+    x = torch.rand(w["batch"], *shape)
+    with FlopCounterMode(display=False) as fc:
+        out = model(x)
+        loss = out["logits"].sum() if "logits" in out else out["recon"].sum()
+        loss.backward()
+    return fc.get_total_flops() / w["batch"]
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best-of dense matmul rate in GFLOP/s: the ceiling any training loop here can reach."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+# ---------------------------------------------------------------- the implementations (worker side)
+
+
+def run_aeclass(w, data, precision: str) -> dict:
+    from aeclass import build_config, train
+    from aeclass.data import ImageDataset
+    x, y, tx, ty, _ = data
+    ds = ImageDataset(name=w["data"], train_x=x, train_y=y, test_x=tx, test_y=ty,
+                      classes=[str(i) for i in range(10)])
+    strategy = "supervised" if w["model"] == "cnn" else "autoencoder"
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = build_config(overrides=dict(data=w["data"], model=w["model"], model_kwargs=w["kwargs"], strategy=strategy,
+                                          optimizer="adam", lr=1e-3, schedule="constant", batch_size=w["batch"],
+                                          epochs=w["epochs"], augment="none", precision=precision, report=False,
+                                          out=str(Path(tmp) / "run")))
+        m = train(cfg, log=lambda *a: None, progress=False, dataset=ds).metrics
+    images = (x.shape[0] // w["batch"]) * w["batch"] * w["epochs"]
+    return {"images": images, "seconds": m["train_seconds"], "test_accuracy": m.get("test_accuracy"),
+            "test_mse": m.get("test_recon_mse")}
+
+
+def run_torch_loop(w, data) -> dict:
+    from torch.utils.data import DataLoader, TensorDataset
+    x, y, tx, ty, _ = data
+    model = torch_model(w, tuple(x.shape[1:]))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x.float() / 255, y), batch_size=w["batch"], shuffle=True, drop_last=True)
+    images, t = 0, time.perf_counter()
+    for _ in range(w["epochs"]):
+        model.train()
+        for xb, yb in loader:
+            out = model(xb)
+            if w["model"] == "cnn":
+                loss = torch.nn.functional.cross_entropy(out["logits"], yb)
+            else:
+                loss = torch.nn.functional.mse_loss(out["recon"], xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            images += xb.shape[0]
+    seconds = time.perf_counter() - t
+    model.eval()
+    with torch.no_grad():
+        out = model(tx.float() / 255)
+    res = {"images": images, "seconds": seconds}
+    if w["model"] == "cnn":
+        res["test_accuracy"] = float((out["logits"].argmax(1) == ty).float().mean())
+    else:
+        res["test_mse"] = float(((out["recon"] - tx.float() / 255) ** 2).mean())
+    return res
+
+
+def run_keras(w, data) -> dict:
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+    import numpy as np
+    x, y, tx, ty, _ = data
+    xs = (x.permute(0, 2, 3, 1).numpy().astype(np.float32) / 255)  # Keras is channels-last
+    txs = (tx.permute(0, 2, 3, 1).numpy().astype(np.float32) / 255)
+    L = keras.layers
+    if w["model"] == "cnn":  # the seed article's code
+        model = keras.Sequential([
+            keras.Input(shape=xs.shape[1:]),
+            L.Conv2D(32, (3, 3), activation="relu"), L.MaxPooling2D((2, 2)),
+            L.Conv2D(64, (3, 3), activation="relu"), L.MaxPooling2D((2, 2)),
+            L.Conv2D(128, (3, 3), activation="relu"), L.MaxPooling2D((2, 2)),
+            L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+        inputs, targets = xs, keras.utils.to_categorical(y.numpy(), 10)
+    else:
+        xs, txs = xs.reshape(len(xs), -1), txs.reshape(len(txs), -1)
+        model = keras.Sequential([keras.Input(shape=(xs.shape[1],)), L.Dense(32, activation="relu"),
+                                  L.Dense(xs.shape[1], activation="sigmoid")])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+        inputs, targets = xs, xs
+    model.fit(inputs[:4 * w["batch"]], targets[:4 * w["batch"]], batch_size=w["batch"], epochs=1, verbose=0)  # warm-up
+    t = time.perf_counter()
+    model.fit(inputs, targets, batch_size=w["batch"], epochs=w["epochs"], verbose=0, shuffle=True)
+    seconds = time.perf_counter() - t
+    pred = model.predict(txs, batch_size=1024, verbose=0)
+    res = {"images": len(inputs) * w["epochs"], "seconds": seconds}
+    if w["model"] == "cnn":
+        res["test_accuracy"] = float((pred.argmax(1) == ty.numpy()).mean())
+    else:
+        res["test_mse"] = float(((pred - txs) ** 2).mean())
+    return res
+
+
+def run_pythae(w, data) -> dict:
+    import logging
+
+    from pythae.models import AE, AEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+    from pythae.pipelines import TrainingPipeline
+    from pythae.trainers import BaseTrainerConfig
+    from torch import nn
+    logging.getLogger("pythae").setLevel(logging.ERROR)
+    x, _, tx, _, _ = data
+    shape, d = tuple(x.shape[1:]), x[0].numel()
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(d, 32)
+
+        def forward(self, inp):
+            return ModelOutput(embedding=torch.relu(self.fc(inp.reshape(inp.shape[0], -1))))
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(32, d)
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.fc(z)).reshape(z.shape[0], *shape))
+
+    model = AE(AEConfig(input_dim=shape, latent_dim=32), encoder=Encoder(), decoder=Decoder())
+    with tempfile.TemporaryDirectory() as tmp:
+        tcfg = BaseTrainerConfig(output_dir=tmp, num_epochs=w["epochs"], learning_rate=1e-3, optimizer_cls="Adam",
+                                 per_device_train_batch_size=w["batch"], per_device_eval_batch_size=1024, no_cuda=True)
+        pipe = TrainingPipeline(training_config=tcfg, model=model)
+        t = time.perf_counter()
+        pipe(train_data=x.float() / 255, eval_data=None)
+        seconds = time.perf_counter() - t
+    with torch.no_grad():
+        rec = model.decoder(model.encoder(tx.float() / 255).embedding).reconstruction
+    return {"images": x.shape[0] * w["epochs"], "seconds": seconds,
+            "test_mse": float(((rec - tx.float() / 255) ** 2).mean())}
+
+
+def worker(workload: str, impl: str, synthetic: bool, limit: int | None = None) -> dict:
+    w = WORKLOADS[workload]
+    data = load_arrays(w["data"], synthetic)
+    if limit:  # smoke tests: a slice of the training set
+        data = (data[0][:limit], data[1][:limit], *data[2:])
+    if impl.startswith("aeclass"):
+        res = run_aeclass(w, data, impl.split("-")[1])
+    elif impl == "torch-loop":
+        res = run_torch_loop(w, data)
+    elif impl == "keras":
+        res = run_keras(w, data)
+    elif impl == "pythae":
+        res = run_pythae(w, data)
+    else:
+        raise SystemExit(f"unknown implementation {impl}")
+    return {**res, "data": data[4], "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def measure(workload: str, impl: str, synthetic: bool, limit: int | None) -> dict:
+    """Run one implementation in a fresh interpreter; its last stdout line is the JSON result."""
+    cmd = [sys.executable, __file__, "--worker", workload, impl] + (["--synthetic"] if synthetic else [])
+    cmd += ["--limit", str(limit)] if limit else []
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"error": "not installed" if "ModuleNotFoundError" in p.stderr else tail[:200]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
+    ap.add_argument("--impls", default=",".join(IMPLS), help="implementations, comma-separated")
+    ap.add_argument("--synthetic", action="store_true", help="random images instead of the real datasets")
+    ap.add_argument("--limit", type=int, help="train on only this many images (smoke test)")
+    ap.add_argument("--out", default=str(RESULTS / "throughput"), help="results file stem")
+    ap.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "IMPL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.synthetic, args.limit)))
+        return
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    results = {"machine": machine(), "peak_gflops": peaks, "limit": args.limit, "rows": []}
+    for workload in args.only.split(","):
+        w = WORKLOADS[workload]
+        shape = (1, 28, 28) if w["data"] == "mnist" else (3, 32, 32)
+        flops = train_flops_per_image(w, shape)
+        for impl in args.impls.split(","):
+            if impl == "pythae" and w["model"] != "mlp_ae":
+                continue
+            res = measure(workload, impl, args.synthetic, args.limit)
+            row = {"workload": workload, "impl": impl, "batch": w["batch"], "train_mflop_per_image": flops / 1e6, **res}
+            if "seconds" in res:
+                row["images_per_s"] = res["images"] / res["seconds"]
+                row["gflops"] = flops * row["images_per_s"] / 1e9
+                precision = "bf16" if impl.endswith("bf16") else "fp32"
+                row["pct_of_peak"] = 100 * row["gflops"] / peaks[precision]
+            results["rows"].append(row)
+            print(json.dumps(row))
+            save_results(Path(args.out + ".json"), results)
+    write_markdown(results, Path(args.out + ".md"))
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    from aeclass.io import atomic_write_text
+    peaks = results["peak_gflops"]
+    lines = ["| workload | implementation | images/s | vs keras | vs pythae | GFLOP/s | % of peak | test result | data |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for workload in dict.fromkeys(r["workload"] for r in results["rows"]):
+        rows = [r for r in results["rows"] if r["workload"] == workload]
+        ref = {r["impl"]: r.get("images_per_s") for r in rows}
+        for r in rows:
+            if "images_per_s" not in r:
+                lines.append(f"| {workload} | {r['impl']} | {r.get('error', '')} | | | | | | |")
+                continue
+            ratio = {k: (f"{r['images_per_s'] / ref[k]:.2f}x" if ref.get(k) else "") for k in ("keras", "pythae")}
+            result = (f"acc {100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None
+                      else f"MSE {r['test_mse']:.4f}" if r.get("test_mse") is not None else "")
+            lines.append(f"| {workload} | {r['impl']} | {r['images_per_s']:,.0f} | {ratio['keras']} | {ratio['pythae']} "
+                         f"| {r['gflops']:.1f} | {r['pct_of_peak']:.0f}% | {result} | {r['data']} |")
+    m = results["machine"]
+    lines.append(f"\nMatmul peak measured in the same run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} "
+                 f"GFLOP/s. {m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}.")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

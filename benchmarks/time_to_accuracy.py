@@ -1,0 +1,85 @@
+"""Time to accuracy: the fast presets against issue #4's targets, and bf16 against fp32 on the same recipe.
+
+Each entry is one `aeclass.train` run of a preset (the same engine as `aeclass train --preset NAME`); the
+time is the run's train_seconds (optimiser steps, data indexing and augmentation; not the per-epoch test
+evaluation or checkpoint writes). Finished entries are kept and skipped on a rerun (`--fresh` starts
+over). Writes benchmarks/results/time_to_accuracy.json and .md.
+
+Targets (2 CPU cores): MNIST >= 99.2 % in <= 20 s and >= 99.6 % in <= 3 min; CIFAR-10 (the JPEG-q75 zip)
+>= 90 % in <= 20 min; dense AE 784-32-784 test MSE <= 0.0090 in <= 20 s. The "-fp32" entries rerun a
+recipe in fp32 to show bf16's accuracy parity.
+
+    python benchmarks/time_to_accuracy.py                      # everything (about 30 min here)
+    python benchmarks/time_to_accuracy.py --only fast-mnist,fast-mnist-fp32
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from _common import RESULTS, cifar_zip, load_results, machine, save_results, shared_datasets
+
+from aeclass import build_config, train
+
+# name -> (preset, overrides, metric, target, limit in seconds); metric "accuracy" must reach >= target,
+# "mse" must reach <= target.
+ENTRIES = {
+    "fast-ae": ("fast-ae", {}, "mse", 0.0090, 20),
+    "fast-ae-fp32": ("fast-ae", {"precision": "fp32"}, "mse", 0.0090, 20),
+    "fast-mnist": ("fast-mnist", {}, "accuracy", 0.992, 20),
+    "fast-mnist-fp32": ("fast-mnist", {"precision": "fp32"}, "accuracy", 0.992, 20),
+    "fast-mnist-long": ("fast-mnist-long", {}, "accuracy", 0.996, 180),
+    "fast-cifar": ("fast-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated entry names")
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+    out_json = RESULTS / "time_to_accuracy.json"
+    results = {} if args.fresh else load_results(out_json)
+    results.setdefault("entries", {})
+    results["machine"] = machine()
+    names = [n for n in args.only.split(",") if n] if args.only else list(ENTRIES)
+    for name in names:
+        if name in results["entries"]:
+            print(f"{name}: done before, skipped")
+            continue
+        preset, over, metric, target, limit = ENTRIES[name]
+        over = {k: (v.format(cifar=cifar_zip()) if isinstance(v, str) else v) for k, v in over.items()}
+        run_dir = RESULTS / "runs" / "time_to_accuracy" / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cfg = build_config(preset=preset, overrides={**over, "out": str(run_dir), "data_dir": str(shared_datasets()),
+                                                     "report": False})
+        m = train(cfg, log=print, progress=False).metrics
+        value = m["test_accuracy"] if metric == "accuracy" else m["test_recon_mse"]
+        met = (value >= target if metric == "accuracy" else value <= target) and m["train_seconds"] <= limit
+        results["entries"][name] = {
+            "preset": preset, "overrides": over, "model": cfg.model, "epochs": cfg.epochs, "precision": cfg.precision,
+            "batch_size": cfg.batch_size, "metric": metric, "value": value, "target": target, "limit_s": limit,
+            "train_seconds": round(m["train_seconds"], 1), "met": bool(met),
+        }
+        save_results(out_json, results)
+        write_markdown(results)
+        print(name, results["entries"][name], flush=True)
+    write_markdown(results)
+
+
+def write_markdown(results: dict) -> None:
+    from aeclass.io import atomic_write_text
+    lines = ["| entry | model | epochs | precision | result | target | train s | limit s | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in results["entries"].items():
+        fmt = (lambda v: f"{100 * v:.2f}% acc") if e["metric"] == "accuracy" else (lambda v: f"MSE {v:.4f}")
+        sign = ">=" if e["metric"] == "accuracy" else "<="
+        lines.append(f"| {name} | {e['model']} | {e['epochs']} | {e['precision']} | {fmt(e['value'])} | {sign} {fmt(e['target'])} "
+                     f"| {e['train_seconds']} | {e['limit_s']} | {'yes' if e['met'] else '**no**'} |")
+    m = results["machine"]
+    lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}" + (f", {m['cuda']}" if m["cuda"] else ""))
+    atomic_write_text(RESULTS / "time_to_accuracy.md", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
