@@ -61,6 +61,8 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--confidence", float, "semi: top-class probability needed to use a pseudo-label (e.g. 0.95)"),
     ("--rampup-epochs", float, "semi: epochs over which the unlabelled weight ramps up"),
     ("--dist-align", _bool, "semi: align pseudo-label distribution to balanced classes (true/false)"),
+    ("--ema-teacher", _bool, "semi: pseudo-labels from the EMA weights, a mean teacher (true/false; needs --ema)"),
+    ("--strong-labelled", _bool, "semi: also train labelled images' strong views on their labels (true/false)"),
     ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
     ("--tta-flip", _bool, "test-time flip: average each image's scores with its mirror image's (photos only)"),

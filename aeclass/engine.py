@@ -231,6 +231,7 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
     for batch in data.batches(phase, cfg, gen):
         batch.epoch = step / spe  # the phase's epochs done so far (fractional), for ramp-ups
         batch.state = strategy_state if strategy_state is not None else {}
+        batch.teacher = ema.model if (ema is not None and cfg.ema_teacher) else None
         batch.x = batch.x.contiguous(memory_format=fmt)
         lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.schedule)
         for g in opt.param_groups:

@@ -50,6 +50,8 @@ class Batch:
     epoch: float = 0.0
     # The strategy's running state (tensors), kept across steps and saved in checkpoints by the engine.
     state: dict = field(default_factory=dict)
+    # The EMA model when a strategy asks for a teacher (semi with cfg.ema_teacher), else None.
+    teacher: AEClassifier | None = None
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -147,7 +149,9 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     Unlabelled rows: where the weak view's top class probability (no gradient) is >= cfg.confidence, that
     class is the target of the strong view's cross-entropy (averaged over all unlabelled rows, so few
     confident rows weigh little), weighted by cfg.unlabelled_weight times a ramp-up over
-    cfg.rampup_epochs; with cfg.dist_align the weak predictions are first aligned to balanced classes. Every row: the decoder reconstructs the clean geometric strong view from the code
+    cfg.rampup_epochs; with cfg.dist_align the weak predictions are first aligned to balanced classes, with
+    cfg.ema_teacher they come from the EMA of the weights (a mean teacher) instead of the model itself, and
+    with cfg.strong_labelled the labelled rows' strong views are trained on their labels as well. Every row: the decoder reconstructs the clean geometric strong view from the code
     of its cut-out + noisy (cfg.noise) version, weighted by cfg.recon_weight (0 switches the decoder off).
     """
     gen = batch.gen if batch.gen is not None else torch.default_generator
@@ -158,10 +162,16 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     logits = model.classify(code).float()
     weak_logits, strong_logits = logits[:n], logits[n:]
     parts = _classification(weak_logits, batch.y, cfg)
+    if cfg.strong_labelled:  # the labelled images' strong views are in the batch already: use their labels too
+        strong_parts = _classification(strong_logits, batch.y, cfg)
+        parts["ce"] = (parts["ce"] + strong_parts["ce"]) / 2
     unl = batch.y < 0
     if bool(unl.any()):
         with torch.no_grad():
-            probs = weak_logits[unl].softmax(1)
+            if batch.teacher is not None:  # mean teacher: the EMA model labels the weak views
+                probs = batch.teacher(batch.x[unl], decode=False)["logits"].float().softmax(1)
+            else:
+                probs = weak_logits[unl].softmax(1)
             if cfg.dist_align:
                 probs = align_distribution(probs, batch.state)
             conf, pseudo = probs.max(1)

@@ -1,9 +1,10 @@
 """Training throughput of aeclass beside the seeds' Keras code, Pythae and a plain PyTorch DataLoader loop.
 
-Two workloads, each the same network and batch size in every implementation:
+Three workloads, each the same network and batch size in every implementation:
 - seed-cnn: the seed article's CIFAR-10 CNN (Keras-exact 'valid' convs, 160,202 parameters), Adam, batch 64;
 - seed-ae:  the seed article's dense 784-32-784 autoencoder on MNIST (ReLU code, sigmoid output), MSE,
-            Adam, batch 256 (Adam rather than the article's SGD so that Pythae's reference figure applies).
+            Adam, batch 256 (Adam rather than the article's SGD so that Pythae's reference figure applies);
+- resnet-cifar: the fast-cifar preset's residual CNN, batch 256 (aeclass and the torch loop only).
 
 Implementations (each measured in its own subprocess, one after the other, so they never share cores):
 - aeclass fp32 / bf16: `aeclass.train` with the engine's defaults (uint8 data in memory, batched
@@ -18,7 +19,7 @@ GFLOP/s = (training FLOPs per image, counted by torch.utils.flop_counter on one 
 model) x images/s; % of peak compares that with the machine's measured dense matmul peak for the
 precision used (fp32 or bf16), measured at the start of the run.
 
-Writes benchmarks/results/throughput.json and throughput.md. Takes about 4 minutes on 2 CPU cores.
+Writes benchmarks/results/throughput.json and throughput.md. Takes about 8 minutes on 2 CPU cores.
 
     python benchmarks/throughput.py
     python benchmarks/throughput.py --only seed-ae --impls aeclass-fp32,pythae
@@ -41,6 +42,9 @@ WORKLOADS = {
     # name: data, model (registry), model kwargs, batch size, epochs measured, optimizer
     "seed-cnn": dict(data="cifar", model="cnn", kwargs={"padding": "valid"}, batch=64, epochs=1),
     "seed-ae": dict(data="mnist", model="mlp_ae", kwargs={"code_dim": 32}, batch=256, epochs=5),
+    # The fast-cifar preset's residual CNN (aeclass and the torch loop only: the seeds have no such model).
+    "resnet-cifar": dict(data="cifar", model="resnet", batch=256, epochs=1,
+                         kwargs={"widths": [64, 128, 256], "code": "pool", "code_dim": 256, "decoder": False}),
 }
 IMPLS = ["aeclass-fp32", "aeclass-bf16", "torch-loop", "keras", "pythae"]
 
@@ -69,7 +73,7 @@ def load_arrays(kind: str, synthetic: bool):
 
 def torch_model(w: dict, shape):
     from aeclass.models import create_model
-    return create_model(w["model"], shape, 10 if w["model"] == "cnn" else None, **w["kwargs"])
+    return create_model(w["model"], shape, None if w["model"] == "mlp_ae" else 10, **w["kwargs"])
 
 
 def train_flops_per_image(w: dict, shape) -> float:
@@ -105,7 +109,7 @@ def run_aeclass(w, data, precision: str) -> dict:
     x, y, tx, ty, _ = data
     ds = ImageDataset(name=w["data"], train_x=x, train_y=y, test_x=tx, test_y=ty,
                       classes=[str(i) for i in range(10)])
-    strategy = "supervised" if w["model"] == "cnn" else "autoencoder"
+    strategy = "autoencoder" if w["model"] == "mlp_ae" else "supervised"
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_config(overrides=dict(data=w["data"], model=w["model"], model_kwargs=w["kwargs"], strategy=strategy,
                                           optimizer="adam", lr=1e-3, schedule="constant", batch_size=w["batch"],
@@ -121,14 +125,16 @@ def run_torch_loop(w, data) -> dict:
     from torch.utils.data import DataLoader, TensorDataset
     x, y, tx, ty, _ = data
     model = torch_model(w, tuple(x.shape[1:]))
+    xf = x.float() / 255
+    model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))  # as aeclass.train does
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(x.float() / 255, y), batch_size=w["batch"], shuffle=True, drop_last=True)
+    loader = DataLoader(TensorDataset(xf, y), batch_size=w["batch"], shuffle=True, drop_last=True)
     images, t = 0, time.perf_counter()
     for _ in range(w["epochs"]):
         model.train()
         for xb, yb in loader:
             out = model(xb)
-            if w["model"] == "cnn":
+            if "logits" in out:
                 loss = torch.nn.functional.cross_entropy(out["logits"], yb)
             else:
                 loss = torch.nn.functional.mse_loss(out["recon"], xb)
@@ -139,9 +145,9 @@ def run_torch_loop(w, data) -> dict:
     seconds = time.perf_counter() - t
     model.eval()
     with torch.no_grad():
-        out = model(tx.float() / 255)
+        out = model(tx.float() / 255, decode=w["model"] == "mlp_ae")
     res = {"images": images, "seconds": seconds}
-    if w["model"] == "cnn":
+    if "logits" in out:
         res["test_accuracy"] = float((out["logits"].argmax(1) == ty).float().mean())
     else:
         res["test_mse"] = float(((out["recon"] - tx.float() / 255) ** 2).mean())
@@ -279,7 +285,7 @@ def main() -> None:
         shape = (1, 28, 28) if w["data"] == "mnist" else (3, 32, 32)
         flops = train_flops_per_image(w, shape)
         for impl in args.impls.split(","):
-            if impl == "pythae" and w["model"] != "mlp_ae":
+            if (impl == "pythae" and w["model"] != "mlp_ae") or (impl == "keras" and w["model"] == "resnet"):
                 continue
             res = measure(workload, impl, args.synthetic, args.limit)
             row = {"workload": workload, "impl": impl, "batch": w["batch"], "train_mflop_per_image": flops / 1e6, **res}

@@ -57,7 +57,8 @@ def test_semi_without_reconstruction_needs_no_decoder(tmp_path, one_thread):
         train(tiny(tmp_path, model="cnn", out=str(tmp_path / "bad")), **QUIET)
 
 
-@pytest.mark.parametrize("extra", [{}, {"ema": 0.99, "dist_align": True}], ids=["plain", "ema+align"])
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.99, "dist_align": True, "ema_teacher": True, "strong_labelled": True}],
+                         ids=["plain", "ema+align+teacher"])
 def test_semi_resume_continues_exactly(tmp_path, interrupt_training, one_thread, extra):
     """Interrupt a semi run after epoch 1 (its strong views, noise and ramp-up draw on checkpointed RNGs;
     the EMA weights and the alignment's running class distribution are checkpointed too), resume: the
@@ -135,3 +136,10 @@ def test_semi_beats_supervised_with_100_labels(tmp_path, one_thread):
             acc[strategy].append(train(cfg, dataset=ds, **QUIET).metrics["test_accuracy"])
     gain = np.mean(acc["semi"]) - np.mean(acc["supervised"])
     assert gain >= 0.01, acc
+
+
+def test_ema_teacher_needs_an_ema():
+    from aeclass import build_config
+    with pytest.raises(ConfigError, match="--ema-teacher needs"):
+        build_config(overrides={"strategy": "semi", "ema_teacher": True})
+    assert build_config(overrides={"strategy": "semi", "ema_teacher": True, "ema": 0.999}).ema_teacher
