@@ -109,7 +109,7 @@ PRESETS: dict[str, dict] = {
     "fast-cifar": dict(data="cifar10", strategy="supervised", model="resnet",
                        model_kwargs={"widths": [64, 128, 256], "code": "pool", "code_dim": 256, "decoder": False},
                        optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="onecycle", warmup_epochs=2,
-                       label_smoothing=0.2, epochs=32, batch_size=256, ema=0.99, precision="bf16", tta_flip=True),
+                       label_smoothing=0.2, epochs=35, batch_size=256, ema=0.99, precision="bf16", tta_flip=True),
 }
 
 CHOICES = {

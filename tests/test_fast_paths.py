@@ -1,6 +1,7 @@
 """The engine's fast paths give the same answers as the plain ones: bf16 autocast vs fp32, channels_last
 vs contiguous, torch.compile vs eager, and the EMA of the weights."""
 import copy
+import shutil
 
 import pytest
 import torch
@@ -79,6 +80,8 @@ def test_channels_last_training_matches_contiguous(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler (none on PATH)")
 def test_compiled_model_matches_eager(one_thread):
     torch.manual_seed(0)
     eager = create_model("resnet", (1, 8, 8), 10)
