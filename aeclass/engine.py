@@ -57,6 +57,16 @@ def use_channels_last(model: nn.Module, memory_format: str) -> bool:
     return memory_format == "channels_last"
 
 
+def memory_format_for(model: nn.Module, memory_format: str) -> torch.memory_format:
+    """The torch memory format that `memory_format` ('auto' | 'channels_last' | 'contiguous') means for `model`."""
+    return torch.channels_last if use_channels_last(model, memory_format) else torch.contiguous_format
+
+
+def flip_averaged(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Test-time flip: the mean of `logits` (the scores of x) and the scores of x mirrored left-right."""
+    return (logits.float() + model(x.flip(3), decode=False)["logits"].float()) / 2
+
+
 class EMA:
     """Exponential moving average of a model's weights and float buffers (Polyak averaging).
 
@@ -70,17 +80,23 @@ class EMA:
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs = None  # (float targets, float sources, other targets, other sources), built once
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        if self._pairs is None:
+            # state_dict() tensors share storage with the live parameters and buffers, which are only ever
+            # updated in place (optimiser steps, load_state_dict), so the lists stay valid for the whole run.
+            own, src = self.model.state_dict(), model.state_dict()
+            fl = [k for k, v in own.items() if v.is_floating_point()]
+            other = [k for k in own if k not in set(fl)]
+            self._pairs = ([own[k] for k in fl], [src[k] for k in fl], [own[k] for k in other], [src[k] for k in other])
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        own, src = self.model.state_dict(), model.state_dict()
-        floats = [k for k, v in own.items() if v.is_floating_point()]
-        torch._foreach_lerp_([own[k] for k in floats], [src[k] for k in floats], 1 - d)
-        for k, v in own.items():
-            if not v.is_floating_point():
-                v.copy_(src[k])
+        own_f, src_f, own_o, src_o = self._pairs
+        torch._foreach_lerp_(own_f, src_f, 1 - d)
+        for a, b in zip(own_o, src_o):
+            a.copy_(b)
 
 
 @dataclass
@@ -188,14 +204,14 @@ def evaluate(model: AEClassifier, x: torch.Tensor, y: torch.Tensor | None, preci
     trainers do), for data where a mirror image keeps its class."""
     model.eval()
     dev = next(model.parameters()).device
-    fmt = torch.channels_last if use_channels_last(model, memory_format) else torch.contiguous_format
+    fmt = memory_format_for(model, memory_format)
     preds, sq_err, ce_sum, n = [], 0.0, 0.0, x.shape[0]
     for i in range(0, n, batch_size):
         xb = to_float(x[i:i + batch_size].to(dev)).contiguous(memory_format=fmt)
         with autocast(dev, precision):
             out = model(xb)
             if tta_flip and "logits" in out:
-                out["logits"] = (out["logits"].float() + model(xb.flip(3), decode=False)["logits"].float()) / 2
+                out["logits"] = flip_averaged(model, xb, out["logits"])
         if "logits" in out:
             logits = out["logits"].float()
             preds.append(logits.argmax(1))
@@ -223,7 +239,7 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
     `strategy_state` is the strategy's own running state (e.g. semi's class distribution), carried by
     checkpoints; `ema`, when given, is updated after every optimiser step."""
     set_train_mode(model, phase)
-    fmt = torch.channels_last if use_channels_last(model, cfg.memory_format) else torch.contiguous_format
+    fmt = memory_format_for(model, cfg.memory_format)
     sums: dict[str, float] = {}
     count, correct, labelled = 0, 0, 0
     step = step0

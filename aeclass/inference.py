@@ -73,6 +73,7 @@ def load_images(paths: list[Path], image_shape) -> torch.Tensor:
 @torch.no_grad()
 def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int = 256) -> list[dict]:
     """Classify image files/folders: [{path, classes: [top-k names], probabilities: [...]}, ...]."""
+    from .engine import flip_averaged
     model, ck = load_model(checkpoint)
     if not model.has_head:
         raise AeclassError(f"{checkpoint}: this model has no classification head (an autoencoder run)")
@@ -86,7 +87,7 @@ def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int
         xb = to_float(x[i:i + batch_size])
         logits = model(xb, decode=False)["logits"].float()
         if flip:
-            logits = (logits + model(xb.flip(3), decode=False)["logits"].float()) / 2
+            logits = flip_averaged(model, xb, logits)
         probs = torch.softmax(logits, dim=1)
         top = probs.topk(k, dim=1)
         for j in range(probs.shape[0]):

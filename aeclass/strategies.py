@@ -151,8 +151,9 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     confident rows weigh little), weighted by cfg.unlabelled_weight times a ramp-up over
     cfg.rampup_epochs; with cfg.dist_align the weak predictions are first aligned to balanced classes, with
     cfg.ema_teacher they come from the EMA of the weights (a mean teacher) instead of the model itself, and
-    with cfg.strong_labelled the labelled rows' strong views are trained on their labels as well. Every row: the decoder reconstructs the clean geometric strong view from the code
-    of its cut-out + noisy (cfg.noise) version, weighted by cfg.recon_weight (0 switches the decoder off).
+    with cfg.strong_labelled the labelled rows' strong views are trained on their labels as well.
+    Every row: the decoder reconstructs the clean geometric strong view from the code of its cut-out +
+    noisy (cfg.noise) version, weighted by cfg.recon_weight (0 switches the decoder off).
     """
     gen = batch.gen if batch.gen is not None else torch.default_generator
     n = batch.x.shape[0]

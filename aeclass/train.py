@@ -28,7 +28,7 @@ from .config import TrainConfig, save_config
 from .data import load_dataset
 from .data.augment import augment_to_string
 from .engine import (EMA, TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
-                     train_phase_epoch, use_channels_last)
+                     memory_format_for, train_phase_epoch)
 from .errors import AeclassError, ConfigError
 from .io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .models import AEClassifier, create_model
@@ -137,8 +137,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     del xf
     if init:
         load_init_weights(model, init)
-    if use_channels_last(model, cfg.memory_format):
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format_for(model, cfg.memory_format))
     phases = build_phases(cfg, model, pretrained=bool(init))
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None  # copied before compiling: the average runs eager
     if cfg.compile:

@@ -22,6 +22,11 @@ def cifar_zip() -> Path:
     return shared_datasets() / "cifar10-jpeg" / "cifar10-jpeg.zip"
 
 
+def with_data_paths(overrides: dict) -> dict:
+    """Fill the '{cifar}' placeholder of string options (e.g. data="folder:{cifar}") with the shared zip."""
+    return {k: (v.format(cifar=cifar_zip()) if isinstance(v, str) else v) for k, v in overrides.items()}
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,

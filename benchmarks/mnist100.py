@@ -8,7 +8,7 @@ resumes (finished cells are read back, a cell with a checkpoint continues from i
 Writes benchmarks/results/mnist100-<recipe>.json and .md: test error per draw, mean +- std, seconds per draw.
 Recipes are kept side by side (never edited once measured) so the README can show what each change did.
 
-    python benchmarks/mnist100.py                          # recipe v3: semi on draws 0-4, --no-recon on 0-1
+    python benchmarks/mnist100.py                          # recipe v1: semi on draws 0-4, --no-recon on 0-1
     python benchmarks/mnist100.py --recipe v1 --variants semi --seeds 0
 """
 from __future__ import annotations
@@ -35,13 +35,13 @@ V3 = {**V2, "model": "resnet", "epochs": 8}
 # views trained on their labels too, 10 epochs.
 V4 = {**V2, "epochs": 10, "ema_teacher": True, "strong_labelled": True}
 RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": V4}
-RECIPE = RECIPES["v3"]
+RECIPE = RECIPES["v1"]  # the default: the only recipe measured on all five draws (v2-v4 did not beat it on draw 0)
 VARIANTS = {"semi": {}, "semi-no-recon": {"recon_weight": 0.0}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default="v3", choices=sorted(RECIPES))
+    ap.add_argument("--recipe", default="v1", choices=sorted(RECIPES))
     ap.add_argument("--variants", default="semi,semi-no-recon")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--no-recon-seeds", default="0,1", help="draws on which the no-recon variant runs")

@@ -17,7 +17,7 @@ import argparse
 import shutil
 import time
 
-from _common import RESULTS, cifar_zip, load_results, machine, save_results, shared_datasets
+from _common import RESULTS, load_results, machine, save_results, shared_datasets, with_data_paths
 
 from aeclass import build_config, train
 
@@ -49,7 +49,7 @@ def main() -> None:
             print(f"{name}: done before, skipped")
             continue
         preset, over = ENTRIES[name]
-        over = {k: (v.format(cifar=cifar_zip()) if isinstance(v, str) else v) for k, v in over.items()}
+        over = with_data_paths(over)
         run_dir = RESULTS / "runs" / args.name / name
         shutil.rmtree(run_dir, ignore_errors=True)
         over.update(out=str(run_dir), data_dir=str(shared_datasets()), report=False)
