@@ -39,6 +39,7 @@ class TrainConfig:
     strong_labelled: bool = False        # semi: also train the labelled images' strong views on their labels
     label_smoothing: float = 0.0
     tta_flip: bool = False               # test-time augmentation: average the scores of each image and its mirror
+    tta_shift: int = 0                   # test-time augmentation: also average over copies shifted +-N pixels (0 = off)
     pretrain_epochs: int | None = None   # autoencoder phase of pretrain-finetune / linear-probe (default: epochs)
     # optimisation
     epochs: int = 30
@@ -109,7 +110,8 @@ PRESETS: dict[str, dict] = {
     "fast-cifar": dict(data="cifar10", strategy="supervised", model="resnet",
                        model_kwargs={"widths": [64, 128, 256], "code": "pool", "code_dim": 256, "decoder": False},
                        optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="onecycle", warmup_epochs=2,
-                       label_smoothing=0.2, epochs=35, batch_size=256, ema=0.99, precision="bf16", tta_flip=True),
+                       label_smoothing=0.2, epochs=32, batch_size=256, ema=0.99, precision="bf16", tta_flip=True,
+                       tta_shift=1),
 }
 
 CHOICES = {
@@ -192,6 +194,8 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError("--ema-teacher needs a weight average to teach with: give --ema, e.g. 0.999")
     if not 0 <= cfg.confidence <= 1:
         raise ConfigError(f"--confidence: expected a probability in [0, 1], got {cfg.confidence!r}")
+    if not isinstance(cfg.tta_shift, int) or isinstance(cfg.tta_shift, bool) or not 0 <= cfg.tta_shift <= 8:
+        raise ConfigError(f"--tta-shift: expected a whole number of pixels from 0 (off) to 8, got {cfg.tta_shift!r}")
     if cfg.channels not in (None, 1, 3):
         raise ConfigError(f"--channels: expected 1 or 3, got {cfg.channels!r}")
     if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 4):

@@ -33,7 +33,8 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | Non
         raise AeclassError(f"--data {ds.name}: images are {tuple(ds.image_shape)} but the model expects {tuple(ck['image_shape'])}")
     if model.has_head and ds.num_classes != len(ck["classes"]):
         raise AeclassError(f"--data {ds.name}: {ds.num_classes} classes but the model has {len(ck['classes'])}")
-    m = evaluate(model, ds.test_x, ds.test_y, tta_flip=bool(cfg.get("tta_flip", False)))
+    m = evaluate(model, ds.test_x, ds.test_y, tta_flip=bool(cfg.get("tta_flip", False)),
+                 tta_shift=int(cfg.get("tta_shift", 0)))
     return {"test_accuracy": m.get("accuracy"), "test_loss": m.get("loss"), "test_recon_mse": m.get("recon_mse"),
             "n_test": int(ds.test_x.shape[0]), "data": ds.name, "checkpoint": str(checkpoint)}
 
@@ -73,7 +74,7 @@ def load_images(paths: list[Path], image_shape) -> torch.Tensor:
 @torch.no_grad()
 def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int = 256) -> list[dict]:
     """Classify image files/folders: [{path, classes: [top-k names], probabilities: [...]}, ...]."""
-    from .engine import flip_averaged
+    from .engine import tta_logits
     model, ck = load_model(checkpoint)
     if not model.has_head:
         raise AeclassError(f"{checkpoint}: this model has no classification head (an autoencoder run)")
@@ -82,12 +83,13 @@ def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int
     paths = _image_paths(inputs)
     x = load_images(paths, ck["image_shape"])
     rows = []
-    flip = bool(ck["config"].get("tta_flip", False))  # predict as the run was evaluated
+    # predict as the run was evaluated
+    flip, shift = bool(ck["config"].get("tta_flip", False)), int(ck["config"].get("tta_shift", 0))
     for i in range(0, len(paths), batch_size):
         xb = to_float(x[i:i + batch_size])
         logits = model(xb, decode=False)["logits"].float()
-        if flip:
-            logits = flip_averaged(model, xb, logits)
+        if flip or shift:
+            logits = tta_logits(model, xb, logits, flip, shift)
         probs = torch.softmax(logits, dim=1)
         top = probs.topk(k, dim=1)
         for j in range(probs.shape[0]):

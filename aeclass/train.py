@@ -35,7 +35,10 @@ from .models import AEClassifier, create_model
 from .strategies import build_phases
 
 METRIC_FIELDS = ["phase", "epoch", "phase_epoch", "lr", "train_loss", "train_ce", "train_recon", "train_accuracy",
-                 "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds"]
+                 "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds",
+                 # semi only, appended so the earlier columns keep their positions: the pseudo-label loss and
+                 # the fraction of unlabelled images confident enough to get a pseudo-label
+                 "train_pseudo", "train_confident"]
 
 
 @dataclass
@@ -154,9 +157,11 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     classifies = any("head" in p.trains for p in phases)
     reconstructs = any("decoder" in p.trains for p in phases) or (bool(init) and model.has_decoder)
 
-    def test_metrics() -> dict:
+    def test_metrics(final: bool = False) -> dict:
+        # The shifted test-time views multiply evaluation cost (4 more passes); per-epoch monitoring skips
+        # them and only the final metrics (and `aeclass evaluate` / `predict`) include them.
         m = evaluate(final_model(), data.test_x, data.test_y, cfg.precision, memory_format=cfg.memory_format,
-                     tta_flip=cfg.tta_flip)
+                     tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift if final else 0)
         drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
         return {k: v for k, v in m.items() if k not in drop}
 
@@ -237,8 +242,10 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         if pi + 1 < len(phases):
             state.update(phase_index=pi + 1, phase_epoch=0)
 
-    final = test_metrics()
+    t_eval = time.perf_counter()
+    final = test_metrics(final=True)
     metrics = _final_metrics(cfg, ds, data, final, state, phases)
+    metrics["eval_seconds"] = time.perf_counter() - t_eval  # the final test evaluation, test-time views included
     atomic_write_json(run_dir / "metrics.json", metrics)
     summary = [f"test_accuracy {metrics['test_accuracy']:.4f}" if metrics.get("test_accuracy") is not None else None,
                f"test_recon_mse {metrics['test_recon_mse']:.5f}" if metrics.get("test_recon_mse") is not None else None,

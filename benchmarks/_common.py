@@ -27,6 +27,21 @@ def with_data_paths(overrides: dict) -> dict:
     return {k: (v.format(cifar=cifar_zip()) if isinstance(v, str) else v) for k, v in overrides.items()}
 
 
+def run_preset(preset: str, overrides: dict, run_dir: Path, log=None):
+    """Train `preset` with `overrides` ({cifar} filled in) into a fresh `run_dir`, on the shared datasets,
+    without a report; returns (config, metrics, wall seconds)."""
+    import shutil
+    import time
+
+    from aeclass import build_config, train
+    shutil.rmtree(run_dir, ignore_errors=True)
+    over = {**with_data_paths(overrides), "out": str(run_dir), "data_dir": str(shared_datasets()), "report": False}
+    cfg = build_config(preset=preset, overrides=over)
+    t0 = time.perf_counter()
+    metrics = train(cfg, log=log or (lambda *a: None), progress=False).metrics
+    return cfg, metrics, time.perf_counter() - t0
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -14,12 +14,10 @@ Device and time: see the machine block in the results; on 2 CPU cores the full s
 from __future__ import annotations
 
 import argparse
-import shutil
-import time
 
-from _common import RESULTS, load_results, machine, save_results, shared_datasets, with_data_paths
+from _common import RESULTS, load_results, machine, run_preset, save_results, shared_datasets
 
-from aeclass import build_config, train
+from aeclass import build_config
 
 ENTRIES = {  # name -> (preset, overrides)
     "seed-ae": ("seed-ae", {}),
@@ -49,21 +47,14 @@ def main() -> None:
             print(f"{name}: done before, skipped")
             continue
         preset, over = ENTRIES[name]
-        over = with_data_paths(over)
-        run_dir = RESULTS / "runs" / args.name / name
-        shutil.rmtree(run_dir, ignore_errors=True)
-        over.update(out=str(run_dir), data_dir=str(shared_datasets()), report=False)
         if args.epochs:
-            over["epochs"] = min(args.epochs, build_config(preset=preset).epochs)
-        cfg = build_config(preset=preset, overrides=over)
-        t0 = time.perf_counter()
-        r = train(cfg, log=lambda *a: None, progress=False)
-        m = r.metrics
+            over = {**over, "epochs": min(args.epochs, build_config(preset=preset).epochs)}
+        cfg, m, wall = run_preset(preset, over, RESULTS / "runs" / args.name / name)
         results["entries"][name] = {
             "preset": preset, "data": m["data"], "model": cfg.model, "strategy": cfg.strategy, "epochs": cfg.epochs,
             "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr": cfg.lr,
             "test_accuracy": m["test_accuracy"], "test_recon_mse": m["test_recon_mse"],
-            "train_seconds": round(m["train_seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "train_seconds": round(m["train_seconds"], 1), "wall_seconds": round(wall, 1),
             "epochs_capped": bool(args.epochs),
         }
         save_results(out_json, results)

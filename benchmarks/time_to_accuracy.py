@@ -15,11 +15,8 @@ recipe in fp32 to show bf16's accuracy parity.
 from __future__ import annotations
 
 import argparse
-import shutil
 
-from _common import RESULTS, load_results, machine, save_results, shared_datasets, with_data_paths
-
-from aeclass import build_config, train
+from _common import RESULTS, load_results, machine, run_preset, save_results, with_data_paths
 
 # name -> (preset, overrides, metric, target, limit in seconds); metric "accuracy" must reach >= target,
 # "mse" must reach <= target.
@@ -48,18 +45,14 @@ def main() -> None:
             print(f"{name}: done before, skipped")
             continue
         preset, over, metric, target, limit = ENTRIES[name]
-        over = with_data_paths(over)
-        run_dir = RESULTS / "runs" / "time_to_accuracy" / name
-        shutil.rmtree(run_dir, ignore_errors=True)
-        cfg = build_config(preset=preset, overrides={**over, "out": str(run_dir), "data_dir": str(shared_datasets()),
-                                                     "report": False})
-        m = train(cfg, log=print, progress=False).metrics
+        cfg, m, _ = run_preset(preset, over, RESULTS / "runs" / "time_to_accuracy" / name, log=print)
         value = m["test_accuracy"] if metric == "accuracy" else m["test_recon_mse"]
         met = (value >= target if metric == "accuracy" else value <= target) and m["train_seconds"] <= limit
         results["entries"][name] = {
-            "preset": preset, "overrides": over, "model": cfg.model, "epochs": cfg.epochs, "precision": cfg.precision,
+            "preset": preset, "overrides": with_data_paths(over), "model": cfg.model, "epochs": cfg.epochs, "precision": cfg.precision,
             "batch_size": cfg.batch_size, "metric": metric, "value": value, "target": target, "limit_s": limit,
-            "train_seconds": round(m["train_seconds"], 1), "met": bool(met),
+            "train_seconds": round(m["train_seconds"], 1), "eval_seconds": round(m["eval_seconds"], 1),
+            "met": bool(met),
         }
         save_results(out_json, results)
         write_markdown(results)

@@ -8,7 +8,7 @@ import torch
 
 from aeclass import TrainConfig, train
 from aeclass.data import load_dataset
-from aeclass.engine import EMA, use_channels_last
+from aeclass.engine import EMA, shifted, tta_logits, use_channels_last
 from aeclass.models import create_model
 
 QUIET = dict(log=lambda *a: None, progress=False)
@@ -131,3 +131,39 @@ def test_training_with_ema_saves_the_average(tmp_path):
         assert torch.equal(v, ck["model_state"][k]), k
     assert "train_model_state" not in best  # best.pt is for use, not for resuming
     assert r.metrics["test_accuracy"] > 0.5
+
+
+def test_shifted_moves_pixels_with_zero_fill():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    down_right = shifted(x, 1, 1)
+    assert torch.equal(down_right[0, 0, 1:, 1:], x[0, 0, :3, :3])
+    assert down_right[0, 0, 0].abs().sum() == 0 and down_right[0, 0, :, 0].abs().sum() == 0
+    assert torch.equal(shifted(down_right, -1, -1)[0, 0, :3, :3], x[0, 0, :3, :3])
+    assert torch.equal(shifted(x, 0, 0), x)
+
+
+def test_tta_logits_average_the_named_views(one_thread):
+    torch.manual_seed(0)
+    model = create_model("cnn", (1, 8, 8), 10).eval()
+    x, _ = digits_batch(16)
+    with torch.no_grad():
+        scores = lambda v: model(v, decode=False)["logits"].float()  # noqa: E731
+        base = scores(x)
+        assert torch.equal(tta_logits(model, x, base, flip=False, shift=0), base)
+        views = [x, x.flip(3), shifted(x, 2, 2), shifted(x, -2, -2), shifted(x.flip(3), 2, 2), shifted(x.flip(3), -2, -2)]
+        want = torch.stack([scores(v) for v in views]).mean(0)
+        assert torch.allclose(tta_logits(model, x, base, flip=True, shift=2), want, atol=1e-5)
+        want = torch.stack([scores(v) for v in views[:1] + views[2:4]]).mean(0)
+        assert torch.allclose(tta_logits(model, x, base, flip=False, shift=2), want, atol=1e-5)
+
+
+def test_tta_shift_is_recorded_and_validated(tmp_path):
+    r = train(cfg(tmp_path, "tta", tta_shift=1), **QUIET)  # digits: shifts keep the class, mirrors do not
+    assert r.metrics["eval_seconds"] > 0 and r.metrics["test_accuracy"] > 0.5
+    from aeclass.inference import evaluate_checkpoint  # evaluates with the run's own test-time views
+    again = evaluate_checkpoint(r.run_dir / "checkpoints" / "last.pt")
+    assert again["test_accuracy"] == pytest.approx(r.metrics["test_accuracy"], abs=1e-6)
+    from aeclass import build_config
+    from aeclass.errors import ConfigError
+    with pytest.raises(ConfigError, match="--tta-shift"):
+        build_config(overrides={"tta_shift": -1})

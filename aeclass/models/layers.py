@@ -8,7 +8,8 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 
-_ACTS = {"relu": nn.ReLU, "none": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+_ACTS = {"relu": nn.ReLU, "none": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "silu": nn.SiLU,
+         "elu": nn.ELU}
 
 
 def activation(name: str) -> nn.Module:

@@ -297,7 +297,7 @@ class RunReport:
                + (" Accuracy is drawn only for epochs in which the head was trained." if self.files.trains_head else ""))
         last = rows[-1]
         table_keys = ["train_loss", "train_ce", "train_recon", "train_accuracy", "test_accuracy", "test_loss",
-                      "test_recon_mse", "lr", "elapsed_seconds"]
+                      "test_recon_mse", "train_pseudo", "train_confident", "lr", "elapsed_seconds"]
         keys = [k for k in table_keys if last.get(k) is not None]
         table = data_table(["epoch", "phase"] + keys, [[r["epoch"], r["phase"]] + [_fmt(r.get(k)) or "" for k in keys]
                                                        for r in rows], numeric=set(range(2, 2 + len(keys))))
