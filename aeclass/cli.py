@@ -67,6 +67,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
     ("--tta-flip", _bool, "test-time flip: average each image's scores with its mirror image's (photos only)"),
     ("--tta-shift", int, "test-time shifts: also average the scores of copies moved +-N pixels (0 = off)"),
+    ("--pca-init", _bool, "dense autoencoder (mlp_ae without hidden layers): start at PCA of the training images"),
     ("--augment", str, "'default', 'none' or e.g. crop=4,flip,rot=10,grey=0.2"),
     ("--seed", int, "random seed (label subset, initialisation, batches, augmentation)"),
     ("--device", str, "auto | cpu | cuda | cuda:N"),

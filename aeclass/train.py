@@ -34,6 +34,7 @@ from .io import atomic_write_json, atomic_write_text, load_checkpoint, save_chec
 from .models import AEClassifier, create_model
 from .strategies import build_phases
 
+PCA_SAMPLE = 20000  # training images the --pca-init covariance is estimated from (enough for 784-3072 pixels)
 METRIC_FIELDS = ["phase", "epoch", "phase_epoch", "lr", "train_loss", "train_ce", "train_recon", "train_accuracy",
                  "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds",
                  # semi only, appended so the earlier columns keep their positions: the pseudo-label loss and
@@ -137,6 +138,15 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     data = TrainData.build(ds, cfg, device)
     xf = ds.train_x.float() / 255.0
     model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
+    init_seconds = 0.0
+    if cfg.pca_init and not resume:  # a resumed run loads its weights from the checkpoint instead
+        t0 = time.perf_counter()
+        pick = torch.randperm(xf.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:PCA_SAMPLE]
+        try:
+            model.pca_init_(xf[pick].to(device))
+        except ValueError as e:
+            raise ConfigError(f"--pca-init: {e}; model '{cfg.model}' is not one") from None
+        init_seconds = time.perf_counter() - t0  # counted as training time
     del xf
     if init:
         load_init_weights(model, init)
@@ -165,7 +175,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
         return {k: v for k, v in m.items() if k not in drop}
 
-    state = {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [], "best_loss": float("inf"), "elapsed": 0.0}
+    state = {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [], "best_loss": float("inf"),
+             "elapsed": init_seconds}
     opt_state = None
     if resume:
         ck = load_checkpoint(ckpt_path)

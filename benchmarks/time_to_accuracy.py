@@ -65,7 +65,7 @@ def write_markdown(results: dict) -> None:
     lines = ["| entry | model | epochs | precision | result | target | train s | limit s | met |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, e in results["entries"].items():
-        fmt = (lambda v: f"{100 * v:.2f}% acc") if e["metric"] == "accuracy" else (lambda v: f"MSE {v:.4f}")
+        fmt = (lambda v: f"{100 * v:.2f}% acc") if e["metric"] == "accuracy" else (lambda v: f"MSE {v:.5f}")
         sign = ">=" if e["metric"] == "accuracy" else "<="
         lines.append(f"| {name} | {e['model']} | {e['epochs']} | {e['precision']} | {fmt(e['value'])} | {sign} {fmt(e['target'])} "
                      f"| {e['train_seconds']} | {e['limit_s']} | {'yes' if e['met'] else '**no**'} |")
