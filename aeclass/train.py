@@ -232,8 +232,11 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             test = test_metrics()
             state["elapsed"] += train_time
             epoch_global += 1
+            # Before any phase has trained the head (an autoencoder pre-training phase) its scores are chance.
+            head_trained = any("head" in p.trains for p in phases[:pi + 1])
             row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
-                   "test_accuracy": test.get("accuracy"), "test_loss": test.get("loss"),
+                   "test_accuracy": test.get("accuracy") if head_trained else None,
+                   "test_loss": test.get("loss") if head_trained else None,
                    "test_recon_mse": test.get("recon_mse"), "epoch_seconds": train_time,
                    "elapsed_seconds": state["elapsed"]}
             state["history"].append({k: row.get(k) for k in METRIC_FIELDS})

@@ -324,23 +324,27 @@ def main() -> None:
 def write_markdown(results: dict, path: Path) -> None:
     from aeclass.io import atomic_write_text
     peaks = results["peak_gflops"]
-    lines = ["| workload | implementation | images/s | vs keras | vs pythae | GFLOP/s | % of peak | test result | data |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    kernels = results.get("kernels_gflops", {})
+    lines = ["| workload | implementation | images/s | vs keras | vs pythae | GFLOP/s | % of peak | % of matmul peak | test result | data |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for workload in dict.fromkeys(r["workload"] for r in results["rows"]):
         rows = [r for r in results["rows"] if r["workload"] == workload]
         ref = {r["impl"]: r.get("images_per_s") for r in rows}
         for r in rows:
             if "images_per_s" not in r:
-                lines.append(f"| {workload} | {r['impl']} | {r.get('error', '')} | | | | | | |")
+                lines.append(f"| {workload} | {r['impl']} | {r.get('error', '')} | | | | | | | |")
                 continue
             ratio = {k: (f"{r['images_per_s'] / ref[k]:.2f}x" if ref.get(k) else "") for k in ("keras", "pythae")}
             result = (f"acc {100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None
                       else f"MSE {r['test_mse']:.4f}" if r.get("test_mse") is not None else "")
+            # The efficiency target is stated against the matmul peak; "% of peak" uses the faster of
+            # matmul and conv, which is the stricter figure on CPUs where convolutions outrun matmuls.
+            mm = kernels.get("bf16" if "bf16" in r["impl"] else "fp32", {}).get("matmul")
+            pct_mm = f"{100 * r['gflops'] / mm:.0f}%" if mm else ""
             lines.append(f"| {workload} | {r['impl']} | {r['images_per_s']:,.0f} | {ratio['keras']} | {ratio['pythae']} "
-                         f"| {r['gflops']:.1f} | {r['pct_of_peak']:.0f}% | {result} | {r['data']} |")
+                         f"| {r['gflops']:.1f} | {r['pct_of_peak']:.0f}% | {pct_mm} | {result} | {r['data']} |")
     m = results["machine"]
-    k = results.get("kernels_gflops", {})
-    detail = "; ".join(f"{p}: matmul {v['matmul']:.0f}, conv3x3 {v['conv3x3']:.0f}" for p, v in k.items())
+    detail = "; ".join(f"{p}: matmul {v['matmul']:.0f}, conv3x3 {v['conv3x3']:.0f}" for p, v in kernels.items())
     lines.append(f"\nPeak (the faster of a 2048^3 matmul and a 3x3 conv, measured in the same run): fp32 {peaks['fp32']:.0f} "
                  f"GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s ({detail}). {m['processor']}, {m['cpu_threads']} threads, "
                  f"torch {m['torch']}.")

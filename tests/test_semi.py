@@ -40,6 +40,8 @@ def test_semi_end_to_end(tmp_path, one_thread):
     rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
     assert [row["phase"] for row in rows] == ["semi", "semi"]
     assert all(float(row["train_recon"]) > 0 and float(row["train_ce"]) >= 0 for row in rows)
+    # semi's own losses are logged too: the pseudo-label loss and the fraction of confident unlabelled images
+    assert all(float(row["train_pseudo"]) >= 0 and 0 <= float(row["train_confident"]) <= 1 for row in rows)
     info = json.loads((r.run_dir / "run.json").read_text())
     assert info["phases"] == [{"name": "semi", "epochs": 2, "images": "all"}]
 
