@@ -161,7 +161,7 @@ class TrainData:
             order = self._cycled(n_steps * lbs, gen)
             for s in range(n_steps):
                 idx = order[s * lbs:(s + 1) * lbs]
-                yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), self.y[idx], gen)
+                yield Batch(augment_batch(to_float(self.x.index_select(0, idx)), self.augment, gen), self.y[idx], gen)
             return
         order = torch.randperm(self.x.shape[0], generator=gen).to(self.x.device)
         mix = phase.mix_labelled and self.n_labelled < self.x.shape[0]
@@ -177,7 +177,8 @@ class TrainData:
                 lidx = lab_order[s * lbs:(s + 1) * lbs]
                 idx = torch.cat([lidx, idx])
                 y = torch.cat([self.y[lidx], torch.full_like(y, -1)])
-            yield Batch(augment_batch(to_float(self.x[idx]), self.augment, gen), y, gen)
+            # index_select rather than x[idx]: the same gather, measured 10x faster on CPU (4 vs 42 us a batch)
+            yield Batch(augment_batch(to_float(self.x.index_select(0, idx)), self.augment, gen), y, gen)
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
@@ -190,6 +191,9 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Not fused=True, though torch's fused CPU Adam steps the 784-32-784 AE in 37 us instead of 100 us (6 %
+    # of a training step): it rounds differently, so every figure in the README would move by seed-level
+    # noise (up to a point on digits) and stop being reproducible from the committed commands.
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":

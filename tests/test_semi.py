@@ -121,18 +121,19 @@ def test_rampup_and_strong_view():
 
 
 def test_semi_beats_supervised_with_100_labels(tmp_path, one_thread):
-    """Digits, 100 labels (10 per class), demo recipe shortened to 10 epochs, 1 thread, seeds 0-2.
+    """Digits, 100 labels (10 per class), demo recipe shortened to 10 epochs, 1 thread, seeds 0-4.
 
-    Measured (this code, CPU, 1 thread): supervised 0.9556 / 0.9556 / 0.9361 (mean 0.9491); semi
-    (rampup 2 epochs, noise 0.2, recon on) 0.9694 / 0.9667 / 0.9667 (mean 0.9676): +1.85 points. At the full
-    demo length (30 epochs): supervised 0.9556 / 0.9500 / 0.9278 (mean 0.9444), semi 0.9750 / 0.9694 / 0.9583
-    (mean 0.9676). We require a mean gain of at least 1 point (the test set has 360 images, so one point
-    is ~3.6 images per run). Measured 21 s for the six runs (1 thread, on a busy 2-core machine).
+    Measured (this code, CPU, 1 thread): supervised 0.9556 / 0.9556 / 0.9361 / 0.9361 / 0.9167 (mean
+    0.9400); semi (rampup 2 epochs, noise 0.2, recon on) 0.9722 / 0.9583 / 0.9556 / 0.9444 / 0.9472 (mean
+    0.9555): +1.55 points. We require a mean gain of at least 1 point (the test set has 360 images, so one
+    point is ~3.6 images per run). Five draws rather than three: a run's accuracy moves by up to a point
+    with float rounding alone (torch's fused Adam, which rounds differently, gave semi 0.9611 / 0.9556 /
+    0.9528 on seeds 0-2), so three draws left too little room above the margin. About 25 s (1 thread).
     """
     ds = load_dataset("digits")
     acc = {"supervised": [], "semi": []}
     for strategy in acc:
-        for seed in range(3):
+        for seed in range(5):
             cfg = TrainConfig(data="digits", labels=100, strategy=strategy, noise=0.2, epochs=10, rampup_epochs=2,
                               seed=seed, threads=1, report=False, out=str(tmp_path / f"{strategy}-{seed}"))
             acc[strategy].append(train(cfg, dataset=ds, **QUIET).metrics["test_accuracy"])
