@@ -21,7 +21,9 @@ GFLOP/s = (training FLOPs per image, counted by torch.utils.flop_counter on one 
 model) x images/s; % of peak compares that with the machine's dense-kernel peak for the precision used
 (fp32 or bf16): the faster of a large matmul and a large 3x3 convolution, measured at the start of the run.
 
-Writes benchmarks/results/throughput.json and throughput.md. Takes about 8 minutes on 2 CPU cores.
+Each implementation runs `repeats` times (seed-ae 5, seed-cnn 3, resnet-cifar 1; --repeats overrides) and
+the fastest run is reported, all runs kept in the JSON. Writes benchmarks/results/throughput.json and
+throughput.md. Takes about 15 minutes on 2 CPU cores.
 
     python benchmarks/throughput.py
     python benchmarks/throughput.py --only seed-ae --impls aeclass-fp32,pythae
@@ -41,11 +43,12 @@ import torch
 from _common import RESULTS, cifar_zip, machine, save_results, shared_datasets
 
 WORKLOADS = {
-    # name: data, model (registry), model kwargs, batch size, epochs measured, optimizer
-    "seed-cnn": dict(data="cifar", model="cnn", kwargs={"padding": "valid"}, batch=64, epochs=1),
-    "seed-ae": dict(data="mnist", model="mlp_ae", kwargs={"code_dim": 32}, batch=256, epochs=5),
+    # name: data, model (registry), model kwargs, batch size, epochs measured, repeats (best of; short
+    # workloads are the ones this shared VM's speed swings move most)
+    "seed-cnn": dict(data="cifar", model="cnn", kwargs={"padding": "valid"}, batch=64, epochs=1, repeats=3),
+    "seed-ae": dict(data="mnist", model="mlp_ae", kwargs={"code_dim": 32}, batch=256, epochs=5, repeats=5),
     # The fast-cifar preset's residual CNN (aeclass and the torch loop only: the seeds have no such model).
-    "resnet-cifar": dict(data="cifar", model="resnet", batch=256, epochs=1,
+    "resnet-cifar": dict(data="cifar", model="resnet", batch=256, epochs=1, repeats=1,
                          kwargs={"widths": [64, 128, 256], "code": "pool", "code_dim": 256, "decoder": False}),
 }
 IMPLS = ["aeclass-fp32", "aeclass-bf16", "torch-loop", "keras", "pythae"]
@@ -291,6 +294,7 @@ def main() -> None:
     ap.add_argument("--impls", default=",".join(IMPLS), help="implementations, comma-separated")
     ap.add_argument("--synthetic", action="store_true", help="random images instead of the real datasets")
     ap.add_argument("--limit", type=int, help="train on only this many images (smoke test)")
+    ap.add_argument("--repeats", type=int, help="runs per implementation, best kept (default: per workload, 1-5)")
     ap.add_argument("--out", default=str(RESULTS / "throughput"), help="results file stem")
     ap.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "IMPL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -308,8 +312,13 @@ def main() -> None:
         for impl in args.impls.split(","):
             if (impl == "pythae" and w["model"] != "mlp_ae") or (impl == "keras" and w["model"] == "resnet"):
                 continue
-            res = measure(workload, impl, args.synthetic, args.limit)
-            row = {"workload": workload, "impl": impl, "batch": w["batch"], "train_mflop_per_image": flops / 1e6, **res}
+            # Best of `repeats` fresh runs (as timeit takes the minimum): run-to-run speed on this VM moves
+            # by up to +-25 %, and the slow runs measure the neighbours, not the code. Every run is kept.
+            runs = [measure(workload, impl, args.synthetic, args.limit) for _ in range(args.repeats or w["repeats"])]
+            ok = [r for r in runs if "seconds" in r]
+            res = min(ok, key=lambda r: r["seconds"] / r["images"]) if ok else runs[-1]
+            row = {"workload": workload, "impl": impl, "batch": w["batch"], "train_mflop_per_image": flops / 1e6, **res,
+                   "runs_images_per_s": [r["images"] / r["seconds"] for r in ok]}
             if "seconds" in res:
                 row["images_per_s"] = res["images"] / res["seconds"]
                 row["gflops"] = flops * row["images_per_s"] / 1e9
