@@ -288,16 +288,19 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
             ema.update(model)
         step += 1
         count += 1
+        # Sums stay on the device (float64, so the epoch means match summing Python floats): reading each
+        # loss back with float() would make the host wait for the GPU after every step.
         for k, v in losses.items():
-            if k in ("correct", "labelled"):
-                continue
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        correct += int(losses.get("correct", 0))
-        labelled += int(losses.get("labelled", 0))
+            if k not in ("correct", "labelled"):
+                sums[k] = sums.get(k, 0.0) + v.detach().double()
+        correct = correct + losses.get("correct", 0)
+        labelled = labelled + losses.get("labelled", 0)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
-    means = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
+            if count % 20 == 1:  # the bar's loss readout is the one per-step sync left; refresh it sparingly
+                progress.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+    means = {f"train_{k}": float(v) / max(1, count) for k, v in sums.items()}
+    correct, labelled = int(correct), int(labelled)
     if labelled:
         means["train_accuracy"] = correct / labelled
     means["lr"] = lr_at(step - 1, total_steps, warmup, cfg.lr, cfg.schedule)
