@@ -220,6 +220,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         total = phase.epochs * spe
         warmup = int(cfg.warmup_epochs * spe)
         start_epoch = state["phase_epoch"] if pi == state["phase_index"] else 0
+        # Before any phase has trained the head (an autoencoder pre-training phase) its scores are chance.
+        head_trained = any("head" in p.trains for p in phases[:pi + 1])
         phase_step = start_epoch * spe
         for ep in range(start_epoch, phase.epochs):
             t0 = time.perf_counter()
@@ -232,8 +234,6 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             test = test_metrics()
             state["elapsed"] += train_time
             epoch_global += 1
-            # Before any phase has trained the head (an autoencoder pre-training phase) its scores are chance.
-            head_trained = any("head" in p.trains for p in phases[:pi + 1])
             row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
                    "test_accuracy": test.get("accuracy") if head_trained else None,
                    "test_loss": test.get("loss") if head_trained else None,

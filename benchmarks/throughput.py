@@ -97,7 +97,7 @@ def dense_peak(dtype: torch.dtype, reps: int = 5) -> dict:
     """Best-of rates (GFLOP/s) of the two dense kernels everything here is made of: a 2048^3 matmul and a
     3x3 convolution (256 -> 256 channels, 8x8, batch 256, channels_last, oneDNN). The larger is the
     ceiling any training loop here can reach. Both are reported because they differ a lot on some CPUs:
-    on this AMD EPYC, torch's fp32 matmul runs at about half the rate of oneDNN's fp32 convolution."""
+    on this AMD EPYC, torch's fp32 matmul runs at about a third of the rate of oneDNN's fp32 convolution."""
     def best_of(fn, flops):
         fn()
         best = float("inf")
