@@ -63,6 +63,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--dist-align", _bool, "semi: align pseudo-label distribution to balanced classes (true/false)"),
     ("--ema-teacher", _bool, "semi: pseudo-labels from the EMA weights, a mean teacher (true/false; needs --ema)"),
     ("--strong-labelled", _bool, "semi: also train labelled images' strong views on their labels (true/false)"),
+    ("--student-epochs", int, "semi: then train fresh weights for N epochs on the confident pseudo-labels of all images"),
     ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
     ("--tta-flip", _bool, "test-time flip: average each image's scores with its mirror image's (photos only)"),

@@ -37,6 +37,8 @@ class TrainConfig:
     dist_align: bool = False             # semi: distribution alignment of pseudo-labels towards balanced classes
     ema_teacher: bool = False            # semi: pseudo-labels from the EMA of the weights (needs --ema)
     strong_labelled: bool = False        # semi: also train the labelled images' strong views on their labels
+    student_epochs: int = 0              # semi: then self-train a fresh model for N epochs on the confident
+                                         # pseudo-labels of every training image (0 = off)
     label_smoothing: float = 0.0
     tta_flip: bool = False               # test-time augmentation: average the scores of each image and its mirror
     tta_shift: int = 0                   # test-time augmentation: also average over copies shifted +-N pixels (0 = off)
@@ -194,6 +196,10 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError(f"--ema: expected a decay in [0, 1) such as 0.999 (0 = off), got {cfg.ema!r}")
     if cfg.ema_teacher and not cfg.ema:
         raise ConfigError("--ema-teacher needs a weight average to teach with: give --ema, e.g. 0.999")
+    if not isinstance(cfg.student_epochs, int) or isinstance(cfg.student_epochs, bool) or cfg.student_epochs < 0:
+        raise ConfigError(f"--student-epochs: expected a whole number of epochs (0 = off), got {cfg.student_epochs!r}")
+    if cfg.student_epochs and cfg.strategy != "semi":
+        raise ConfigError(f"--student-epochs: self-training follows the semi strategy's teacher; --strategy is {cfg.strategy}")
     if not 0 <= cfg.confidence <= 1:
         raise ConfigError(f"--confidence: expected a probability in [0, 1], got {cfg.confidence!r}")
     if not isinstance(cfg.tta_shift, int) or isinstance(cfg.tta_shift, bool) or not 0 <= cfg.tta_shift <= 8:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -137,6 +138,10 @@ class TrainData:
         return cls(ds.train_x.to(device), semi_labels(ds.train_y, idx).to(device), idx.to(device),
                    ds.test_x.to(device), ds.test_y.to(device), aug)
 
+    def relabelled(self, y: torch.Tensor) -> "TrainData":
+        """The same images with other labels (-1 = unlabelled), e.g. a teacher's pseudo-labels."""
+        return dataclasses.replace(self, y=y, labelled=torch.nonzero(y >= 0).flatten())
+
     @property
     def n_labelled(self) -> int:
         return int(self.labelled.numel())
@@ -252,6 +257,27 @@ def evaluate(model: AEClassifier, x: torch.Tensor, y: torch.Tensor | None, preci
     if model.has_decoder:
         metrics["recon_mse"] = sq_err / n
     return metrics
+
+
+@torch.no_grad()
+def confident_labels(model: AEClassifier, data: TrainData, cfg: TrainConfig, batch_size: int = 1024) -> torch.Tensor:
+    """Self-training targets for every training image: the model's class where its top probability (with
+    the run's test-time views, cfg.tta_flip / cfg.tta_shift) reaches cfg.confidence, -1 (unlabelled)
+    elsewhere, and the real label wherever there is one."""
+    model.eval()
+    fmt = memory_format_for(model, cfg.memory_format)
+    labels = []
+    for i in range(0, data.x.shape[0], batch_size):
+        xb = to_float(data.x[i:i + batch_size]).contiguous(memory_format=fmt)
+        with autocast(xb.device, cfg.precision):
+            logits = model(xb, decode=False)["logits"]
+            if cfg.tta_flip or cfg.tta_shift:
+                logits = tta_logits(model, xb, logits, cfg.tta_flip, cfg.tta_shift)
+        conf, pred = logits.float().softmax(1).max(1)
+        labels.append(torch.where(conf >= cfg.confidence, pred, torch.full_like(pred, -1)))
+    labels = torch.cat(labels)
+    labels[data.labelled] = data.y[data.labelled]
+    return labels
 
 
 def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, opt, gen, step0: int,

@@ -38,6 +38,9 @@ class Phase:
     mix_labelled: bool = False  # with images="all": add a labelled batch to every step (few-label joint training)
     trains: tuple[str, ...] = ("encoder", "decoder", "head")  # sub-modules given to the optimiser
     frozen: tuple[str, ...] = ()  # sub-modules held in eval mode with no gradient (linear probe)
+    # Self-training: before the phase's first epoch the engine pseudo-labels every training image with the
+    # model trained so far (its confident classes only) and restarts from fresh weights (train.py).
+    relabel: bool = False
 
 
 @dataclass
@@ -219,5 +222,13 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
         return [Phase("joint", cfg.epochs, joint_step, "all", mix_labelled=True)]
     if s == "semi":
         trains = ("encoder", "decoder", "head") if cfg.recon_weight > 0 else ("encoder", "head")
-        return [Phase("semi", cfg.epochs, semi_step, "all", mix_labelled=True, trains=trains)]
+        phases = [Phase("semi", cfg.epochs, semi_step, "all", mix_labelled=True, trains=trains)]
+        if cfg.student_epochs:
+            # Noisy Student / self-training (Xie et al., 2020): a fresh model learns the teacher's confident
+            # pseudo-labels of all images from the start, with the article's joint loss (CE + denoising
+            # reconstruction), so early pseudo-label mistakes that the teacher kept reinforcing are not
+            # built into the student's features. Images below the confidence stay unlabelled (recon only).
+            step = joint_step if cfg.recon_weight > 0 else supervised_step
+            phases.append(Phase("student", cfg.student_epochs, step, "all", trains=trains, relabel=True))
+        return phases
     raise ConfigError(f"--strategy: unknown strategy '{s}'")

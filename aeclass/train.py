@@ -27,8 +27,8 @@ from . import __version__
 from .config import TrainConfig, save_config
 from .data import load_dataset
 from .data.augment import augment_to_string
-from .engine import (EMA, TrainData, evaluate, make_optimizer, phase_parameters, pick_device, steps_per_epoch,
-                     memory_format_for, train_phase_epoch)
+from .engine import (EMA, TrainData, confident_labels, evaluate, make_optimizer, phase_parameters, pick_device,
+                     steps_per_epoch, memory_format_for, train_phase_epoch)
 from .errors import AeclassError, ConfigError
 from .io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .models import AEClassifier, create_model
@@ -64,6 +64,18 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def build_model(cfg: TrainConfig, ds) -> AEClassifier:
     return create_model(cfg.model, ds.image_shape, ds.num_classes, **cfg.model_kwargs)
+
+
+def restart_weights(model: AEClassifier, cfg: TrainConfig, ds) -> None:
+    """Draw fresh weights for `model` in place, as a new model of the same spec starts (seeded by
+    cfg.seed), keeping its input statistics. In place so the optimiser, compiled modules and memory
+    format stay as they are."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1)
+        fresh = build_model(cfg, ds).state_dict()
+    keep = {"in_mean", "in_std"}
+    missing, unexpected = model.load_state_dict({k: v for k, v in fresh.items() if k not in keep}, strict=False)
+    assert set(missing) == keep and not unexpected, (missing, unexpected)
 
 
 def load_init_weights(model: AEClassifier, path: str) -> None:
@@ -212,21 +224,37 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         phase = phases[pi]
         for p in model.parameters():
             p.requires_grad_(True)
+        start_epoch = state["phase_epoch"] if pi == state["phase_index"] else 0
+        phase_data = data
+        if phase.relabel:
+            if start_epoch == 0:  # the teacher is the model trained so far (its weight average, with --ema)
+                t0 = time.perf_counter()
+                strategy_state["student_labels"] = confident_labels(final_model(), data, cfg)
+                state["elapsed"] += time.perf_counter() - t0  # part of making the model: training time
+                state["teacher_test_accuracy"] = test_metrics(final=True).get("accuracy")
+                restart_weights(model, cfg, ds)
+                if ema is not None:
+                    ema.model.load_state_dict(model.state_dict())
+                    ema.updates = 0
+            phase_data = data.relabelled(strategy_state["student_labels"])
+            state["student_pseudo_labels"] = phase_data.n_labelled - data.n_labelled
+            log(f"{phase.name}: the teacher (test accuracy {state['teacher_test_accuracy']:.4f}) labels "
+                f"{state['student_pseudo_labels']} of {data.x.shape[0] - data.n_labelled} unlabelled images at confidence "
+                f">= {cfg.confidence}; training fresh weights on them")
         opt = make_optimizer(phase_parameters(model, phase), cfg)
         if opt_state is not None and pi == state["phase_index"]:
             opt.load_state_dict(opt_state)
         opt_state = None
-        spe = steps_per_epoch(phase, data, cfg)
+        spe = steps_per_epoch(phase, phase_data, cfg)
         total = phase.epochs * spe
         warmup = int(cfg.warmup_epochs * spe)
-        start_epoch = state["phase_epoch"] if pi == state["phase_index"] else 0
         # Before any phase has trained the head (an autoencoder pre-training phase) its scores are chance.
         head_trained = any("head" in p.trains for p in phases[:pi + 1])
         phase_step = start_epoch * spe
         for ep in range(start_epoch, phase.epochs):
             t0 = time.perf_counter()
             bar = bars.bar(spe, f"{phase.name} {ep + 1}/{phase.epochs}")
-            means, phase_step = train_phase_epoch(model, phase, data, cfg, opt, gen, phase_step, total, warmup,
+            means, phase_step = train_phase_epoch(model, phase, phase_data, cfg, opt, gen, phase_step, total, warmup,
                                                   device, bar, ema, strategy_state)
             if bar is not None:
                 bar.close()
@@ -290,7 +318,7 @@ def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy
         "generator_state": gen.get_state(),
         "torch_rng_state": torch.get_rng_state(),
         "progress": {k: state[k] for k in ("phase_index", "phase_epoch", "step", "history", "best_loss", "elapsed")
-                     } | ({"best_epoch": state["best_epoch"]} if "best_epoch" in state else {}),
+                     } | {k: state[k] for k in ("best_epoch", "teacher_test_accuracy", "student_pseudo_labels") if k in state},
         "config": cfg.to_dict(),
         "classes": list(ds.classes),
         "image_shape": list(ds.image_shape),
@@ -331,6 +359,9 @@ def _final_metrics(cfg, ds, data, final, state, phases) -> dict:
         "n_train": int(data.x.shape[0]), "n_test": int(y.shape[0]),
         "classes": list(ds.classes),
     }
+    if "teacher_test_accuracy" in state:  # self-training (--student-epochs): what the student started from
+        m["teacher_test_accuracy"] = state["teacher_test_accuracy"]
+        m["student_pseudo_labels"] = state["student_pseudo_labels"]
     if "predictions" in final:
         k = ds.num_classes
         cm = torch.bincount(y * k + final["predictions"], minlength=k * k).reshape(k, k)

@@ -146,3 +146,67 @@ def test_ema_teacher_needs_an_ema():
     with pytest.raises(ConfigError, match="--ema-teacher needs"):
         build_config(overrides={"strategy": "semi", "ema_teacher": True})
     assert build_config(overrides={"strategy": "semi", "ema_teacher": True, "ema": 0.999}).ema_teacher
+
+
+# ---------------------------------------------------------------- self-training (--student-epochs)
+
+
+def test_student_phase_relabels_and_restarts(tmp_path, one_thread):
+    """semi + student: the teacher's confident pseudo-labels are recorded, the student starts from fresh
+    weights (its first epoch's loss is back near chance), and the real labels are kept."""
+    r = train(tiny(tmp_path, epochs=3, student_epochs=2, ema=0.99, tta_shift=1), **QUIET)
+    m = json.loads((r.run_dir / "metrics.json").read_text())
+    assert m["epochs"] == 5 and m["n_labelled"] == 50  # n_labelled stays the real labels
+    assert 0 < m["student_pseudo_labels"] <= 1437 - 50 and 0.2 < m["teacher_test_accuracy"] <= 1
+    rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+    assert [row["phase"] for row in rows] == ["semi"] * 3 + ["student"] * 2
+    assert float(rows[3]["train_ce"]) > 3 * float(rows[2]["train_ce"])  # fresh weights: the student starts over
+    ck = torch.load(r.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    labels = ck["strategy_state"]["student_labels"]
+    digits = load_dataset("digits")
+    from aeclass.data import labelled_subset
+    idx = labelled_subset(digits.train_y, 50, 0, 10)
+    assert torch.equal(labels[idx], digits.train_y[idx])
+    assert int((labels >= 0).sum()) == 50 + m["student_pseudo_labels"]
+    assert json.loads((r.run_dir / "run.json").read_text())["phases"][1] == {"name": "student", "epochs": 2, "images": "all"}
+
+
+def test_confident_labels_follow_the_threshold(tmp_path, one_thread):
+    from aeclass.engine import TrainData, confident_labels
+    r = train(tiny(tmp_path, epochs=1), **QUIET)
+    data = TrainData.build(load_dataset("digits"), r.config, torch.device("cpu"))
+    counts = {}
+    for c in (0.0, 0.5, 0.9, 1.0):
+        r.config.confidence = c
+        labels = confident_labels(r.model, data, r.config)
+        assert torch.equal(labels[data.labelled], data.y[data.labelled])
+        counts[c] = int((labels >= 0).sum())
+    assert counts[0.0] == data.x.shape[0]  # every image gets the model's class
+    assert counts[0.0] >= counts[0.5] >= counts[0.9] >= counts[1.0] >= data.n_labelled
+
+
+def test_student_resume_continues_exactly(tmp_path, interrupt_training, one_thread):
+    """Interrupted in the student phase (after its first epoch): the pseudo-labels come back from the
+    checkpoint, not from relabelling, and the weights match the uninterrupted run."""
+    kw = dict(epochs=1, student_epochs=2, ema=0.99)
+    ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **kw), **QUIET)
+    interrupt_training.arm(2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), **QUIET)
+    interrupt_training.disarm()
+    resumed = train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), resume=True, **QUIET)
+    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    for key in ("teacher_test_accuracy", "student_pseudo_labels", "test_accuracy"):
+        assert ref.metrics[key] == resumed.metrics[key]
+
+
+@pytest.mark.parametrize("bad, match", [({"student_epochs": -1}, "whole number"),
+                                        ({"student_epochs": 2, "strategy": "joint"}, "follows the semi")])
+def test_student_epochs_validation(bad, match, tmp_path, capsys):
+    from aeclass.config import validate
+    with pytest.raises(ConfigError, match=match):
+        validate({**tiny(tmp_path).__dict__, **bad})
+    args = ["train", "--out", str(tmp_path / "x"), "--no-report"] + [f"--{k.replace('_', '-')}={v}" for k, v in bad.items()]
+    assert main(args) != 0 and not (tmp_path / "x").exists()
+    assert "--student-epochs" in capsys.readouterr().err
