@@ -138,9 +138,16 @@ class TrainData:
         return cls(ds.train_x.to(device), semi_labels(ds.train_y, idx).to(device), idx.to(device),
                    ds.test_x.to(device), ds.test_y.to(device), aug)
 
-    def relabelled(self, y: torch.Tensor) -> "TrainData":
-        """The same images with other labels (-1 = unlabelled), e.g. a teacher's pseudo-labels."""
-        return dataclasses.replace(self, y=y, labelled=torch.nonzero(y >= 0).flatten())
+    def relabelled(self, y: torch.Tensor, augment: str | None = None) -> "TrainData":
+        """The same images with other labels (-1 = unlabelled), e.g. a teacher's pseudo-labels, and
+        optionally another augmentation (an --augment string; None keeps this one)."""
+        aug = self.augment
+        if augment is not None:
+            try:
+                aug = parse_augment(augment) or self.augment  # 'default': the run's own
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("--augment", "--student-augment", 1)) from None
+        return dataclasses.replace(self, y=y, labelled=torch.nonzero(y >= 0).flatten(), augment=aug)
 
     @property
     def n_labelled(self) -> int:

@@ -202,11 +202,35 @@ def test_student_resume_continues_exactly(tmp_path, interrupt_training, one_thre
 
 
 @pytest.mark.parametrize("bad, match", [({"student_epochs": -1}, "whole number"),
-                                        ({"student_epochs": 2, "strategy": "joint"}, "follows the semi")])
+                                        ({"student_epochs": 2, "strategy": "joint"}, "follows the semi"),
+                                        ({"student_epochs": 2, "student_smoothing": 1.5}, "in \\[0, 1\\)")])
 def test_student_epochs_validation(bad, match, tmp_path, capsys):
     from aeclass.config import validate
     with pytest.raises(ConfigError, match=match):
         validate({**tiny(tmp_path).__dict__, **bad})
     args = ["train", "--out", str(tmp_path / "x"), "--no-report"] + [f"--{k.replace('_', '-')}={v}" for k, v in bad.items()]
     assert main(args) != 0 and not (tmp_path / "x").exists()
-    assert "--student-epochs" in capsys.readouterr().err
+    assert "--student-" in capsys.readouterr().err
+
+
+def test_bad_student_augment_fails_before_training(tmp_path, capsys):
+    """The student's augmentation is only used after the teacher has trained: a typo must not cost that."""
+    out = tmp_path / "x"
+    assert main(["train", "--strategy", "semi", "--labels", "50", "--student-epochs", "1",
+                 "--student-augment", "crop=2,spin=3", "--out", str(out), "--no-report"]) != 0
+    assert "--student-augment: bad item 'spin=3'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_student_augment_and_smoothing_reach_the_student_only(tmp_path, one_thread, monkeypatch):
+    import sys
+    tr = sys.modules["aeclass.train"]
+    seen = []
+    real = tr.train_phase_epoch
+
+    def spy(model, phase, data, cfg, *a, **k):
+        seen.append((phase.name, data.augment.rotation, cfg.label_smoothing))
+        return real(model, phase, data, cfg, *a, **k)
+    monkeypatch.setattr(tr, "train_phase_epoch", spy)
+    train(tiny(tmp_path, epochs=1, student_epochs=1, student_augment="rot=10", student_smoothing=0.2), **QUIET)
+    assert seen == [("semi", 0.0, 0.0), ("student", 10.0, 0.2)]
