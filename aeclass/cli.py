@@ -64,6 +64,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--ema-teacher", _bool, "semi: pseudo-labels from the EMA weights, a mean teacher (true/false; needs --ema)"),
     ("--strong-labelled", _bool, "semi: also train labelled images' strong views on their labels (true/false)"),
     ("--student-epochs", int, "semi: then train fresh weights for N epochs on the confident pseudo-labels of all images"),
+    ("--student-rounds", int, "semi student: self-training rounds, each student teaching the next (default 1)"),
     ("--student-smoothing", float, "semi student: label smoothing of its cross-entropy (default 0.1)"),
     ("--student-augment", str, "semi student: its augmentation, as --augment (default: the run's)"),
     ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),

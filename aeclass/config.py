@@ -39,6 +39,7 @@ class TrainConfig:
     strong_labelled: bool = False        # semi: also train the labelled images' strong views on their labels
     student_epochs: int = 0              # semi: then self-train a fresh model for N epochs on the confident
                                          # pseudo-labels of every training image (0 = off)
+    student_rounds: int = 1              # semi: self-training rounds; each student teaches the next one
     student_smoothing: float = 0.1       # semi student: label smoothing of its CE (about 1% of pseudo-labels are wrong)
     student_augment: str | None = None   # semi student: its augmentation, as --augment (None = the run's)
     label_smoothing: float = 0.0
@@ -200,10 +201,10 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError("--ema-teacher needs a weight average to teach with: give --ema, e.g. 0.999")
     if not isinstance(cfg.student_epochs, int) or isinstance(cfg.student_epochs, bool) or cfg.student_epochs < 0:
         raise ConfigError(f"--student-epochs: expected a whole number of epochs (0 = off), got {cfg.student_epochs!r}")
+    if not isinstance(cfg.student_rounds, int) or isinstance(cfg.student_rounds, bool) or cfg.student_rounds < 1:
+        raise ConfigError(f"--student-rounds: expected a whole number >= 1, got {cfg.student_rounds!r}")
     if not 0 <= cfg.student_smoothing < 1:
         raise ConfigError(f"--student-smoothing: expected a value in [0, 1), got {cfg.student_smoothing!r}")
-    if cfg.student_epochs and cfg.strategy != "semi":
-        raise ConfigError(f"--student-epochs: self-training follows the semi strategy's teacher; --strategy is {cfg.strategy}")
     if not 0 <= cfg.confidence <= 1:
         raise ConfigError(f"--confidence: expected a probability in [0, 1], got {cfg.confidence!r}")
     if not isinstance(cfg.tta_shift, int) or isinstance(cfg.tta_shift, bool) or not 0 <= cfg.tta_shift <= 8:

@@ -228,7 +228,9 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
             # pseudo-labels of all images from the start, with the article's joint loss (CE + denoising
             # reconstruction), so early pseudo-label mistakes that the teacher kept reinforcing are not
             # built into the student's features. Images below the confidence stay unlabelled (recon only).
+            # With several rounds each student relabels the images for the next one, as in Noisy Student.
             step = joint_step if cfg.recon_weight > 0 else supervised_step
-            phases.append(Phase("student", cfg.student_epochs, step, "all", trains=trains, relabel=True))
+            phases += [Phase("student" if r == 0 else f"student{r + 1}", cfg.student_epochs, step, "all", trains=trains,
+                             relabel=True) for r in range(cfg.student_rounds)]
         return phases
     raise ConfigError(f"--strategy: unknown strategy '{s}'")

@@ -76,7 +76,8 @@ def restart_weights(model: AEClassifier, cfg: TrainConfig, ds) -> None:
         fresh = build_model(cfg, ds).state_dict()
     keep = {"in_mean", "in_std"}
     missing, unexpected = model.load_state_dict({k: v for k, v in fresh.items() if k not in keep}, strict=False)
-    assert set(missing) == keep and not unexpected, (missing, unexpected)
+    if set(missing) != keep or unexpected:  # a model whose state is not what its own factory builds
+        raise AeclassError(f"cannot restart '{cfg.model}' from fresh weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def load_init_weights(model: AEClassifier, path: str) -> None:
@@ -234,14 +235,16 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
                 t0 = time.perf_counter()
                 strategy_state["student_labels"] = confident_labels(final_model(), data, cfg)
                 state["elapsed"] += time.perf_counter() - t0  # part of making the model: training time
-                state["teacher_test_accuracy"] = test_metrics(final=True).get("accuracy")
+                teacher_accuracy = test_metrics(final=True).get("accuracy")
+                state.setdefault("teacher_test_accuracy", teacher_accuracy)  # the semi teacher's, in metrics.json
+                log(f"{phase.name}: the teacher's test accuracy is {teacher_accuracy:.4f}")
                 restart_weights(model, cfg, ds)
                 if ema is not None:
                     ema.model.load_state_dict(model.state_dict())
                     ema.updates = 0
             phase_data = data.relabelled(strategy_state["student_labels"], cfg.student_augment)
             state["student_pseudo_labels"] = phase_data.n_labelled - data.n_labelled
-            log(f"{phase.name}: the teacher (test accuracy {state['teacher_test_accuracy']:.4f}) labels "
+            log(f"{phase.name}: the teacher labels "
                 f"{state['student_pseudo_labels']} of {data.x.shape[0] - data.n_labelled} unlabelled images at confidence "
                 f">= {cfg.confidence}; training fresh weights on them")
         # The student's cross-entropy is on pseudo-labels, about 1 % of them wrong on MNIST-100: smoothed.

@@ -171,6 +171,23 @@ def test_student_phase_relabels_and_restarts(tmp_path, one_thread):
     assert json.loads((r.run_dir / "run.json").read_text())["phases"][1] == {"name": "student", "epochs": 2, "images": "all"}
 
 
+def test_student_rounds_each_student_teaches_the_next(tmp_path, one_thread, monkeypatch):
+    import sys
+    tr = sys.modules["aeclass.train"]
+    restarts = []
+    real = tr.restart_weights
+    monkeypatch.setattr(tr, "restart_weights", lambda *a: (restarts.append(1), real(*a)))
+    logs = []
+    r = train(tiny(tmp_path, epochs=2, student_epochs=1, student_rounds=2), log=logs.append, progress=False)
+    rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+    assert [row["phase"] for row in rows] == ["semi", "semi", "student", "student2"]
+    # metrics.json keeps the semi teacher's accuracy; each round logs its own teacher's
+    teachers = [line for line in logs if "teacher's test accuracy" in line]
+    assert len(teachers) == 2 and teachers[0].startswith("student:") and teachers[1].startswith("student2:")
+    assert f"{r.metrics['teacher_test_accuracy']:.4f}" in teachers[0]
+    assert len(restarts) == 2  # every student starts from fresh weights
+
+
 def test_confident_labels_follow_the_threshold(tmp_path, one_thread):
     from aeclass.engine import TrainData, confident_labels
     r = train(tiny(tmp_path, epochs=1), **QUIET)
@@ -202,8 +219,8 @@ def test_student_resume_continues_exactly(tmp_path, interrupt_training, one_thre
 
 
 @pytest.mark.parametrize("bad, match", [({"student_epochs": -1}, "whole number"),
-                                        ({"student_epochs": 2, "strategy": "joint"}, "follows the semi"),
-                                        ({"student_epochs": 2, "student_smoothing": 1.5}, "in \\[0, 1\\)")])
+                                        ({"student_epochs": 2, "student_smoothing": 1.5}, "in \\[0, 1\\)"),
+                                        ({"student_epochs": 2, "student_rounds": 0}, "whole number >= 1")])
 def test_student_epochs_validation(bad, match, tmp_path, capsys):
     from aeclass.config import validate
     with pytest.raises(ConfigError, match=match):
@@ -211,6 +228,13 @@ def test_student_epochs_validation(bad, match, tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "x"), "--no-report"] + [f"--{k.replace('_', '-')}={v}" for k, v in bad.items()]
     assert main(args) != 0 and not (tmp_path / "x").exists()
     assert "--student-" in capsys.readouterr().err
+
+
+def test_student_epochs_are_a_semi_option(tmp_path, one_thread):
+    """Like the other semi options, --student-epochs leaves other strategies alone (a sweep's config applies
+    to every strategy)."""
+    r = train(tiny(tmp_path, strategy="joint", epochs=1, student_epochs=2), **QUIET)
+    assert r.metrics["epochs"] == 1 and "teacher_test_accuracy" not in r.metrics
 
 
 def test_bad_student_augment_fails_before_training(tmp_path, capsys):
