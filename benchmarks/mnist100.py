@@ -110,9 +110,10 @@ def write_markdown(results: dict) -> None:
                  f"noise {r['noise']}, confidence {r['confidence']}, EMA {r.get('ema', 0)}, "
                  f"distribution alignment {r.get('dist_align', False)}, EMA teacher {r.get('ema_teacher', False)}, "
                  f"strong labelled views {r.get('strong_labelled', False)}, {r.get('precision', 'fp32')}"
-                 + (f", then {r.get('student_rounds', 1)} round(s) of a student for {r['student_epochs']} epochs" if r.get("student_epochs") else "")
+                 + (f", then {r.get('student_rounds', 1)} round(s) of a student for {r['student_epochs']} epochs"
+                    if r.get("student_epochs") else "")
                  + (f", test-time shifts +-{r['tta_shift']} px" if r.get("tta_shift") else "") + ". "
-                 f"Reference (published, test error with 100 labels): Ladder 1.06 %, Improved GAN 0.93 %, VAE M1+M2 3.33 %.")
+                 "Reference (published, test error with 100 labels): Ladder 1.06 %, Improved GAN 0.93 %, VAE M1+M2 3.33 %.")
     m = results["machine"]
     lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}")
     atomic_write_text(RESULTS / f"mnist100-{results.get('recipe_name', 'v1')}.md", "\n".join(lines) + "\n")
