@@ -78,6 +78,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--precision", str, "fp32 | bf16"),
     ("--threads", int, "CPU threads"),
     ("--compile", _bool, "torch.compile the model (true/false; needs a C++ compiler on CPU)"),
+    ("--fused-optimizer", _bool, "torch's fused optimiser kernels (true/false): faster steps, different rounding"),
     ("--memory-format", str, "auto | channels_last | contiguous (auto: channels_last for conv models)"),
     ("--out", str, "run directory (default runs/<data>-<strategy>-<labels>-s<seed>-<time>)"),
 ]

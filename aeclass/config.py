@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     precision: str = "fp32"              # fp32 | bf16 (autocast)
     compile: bool = False                # torch.compile the encoder, decoder and head (first steps compile)
+    fused_optimizer: bool = False        # torch's fused optimiser kernels: faster steps, different rounding
     memory_format: str = "auto"          # auto (channels_last for conv models) | channels_last | contiguous
     threads: int | None = None           # CPU threads (default: all cores)
     out: str | None = None               # run directory (default: runs/<data>-<strategy>-<time>)
@@ -213,7 +214,8 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError(f"--channels: expected 1 or 3, got {cfg.channels!r}")
     if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 4):
         raise ConfigError(f"--image-size: expected an integer >= 4, got {cfg.image_size!r}")
-    for name in ("dist_align", "compile", "report", "tta_flip", "ema_teacher", "strong_labelled", "pca_init"):
+    for name in ("dist_align", "compile", "report", "tta_flip", "ema_teacher", "strong_labelled", "pca_init",
+                 "fused_optimizer"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"--{name.replace('_', '-')}: expected true or false, got {getattr(cfg, name)!r}")
     if not isinstance(cfg.model_kwargs, dict):

@@ -203,14 +203,23 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # Not fused=True, though torch's fused CPU Adam steps the 784-32-784 AE in 37 us instead of 100 us (6 %
-    # of a training step): it rounds differently, so every figure in the README would move by seed-level
-    # noise (up to a point on digits) and stop being reproducible from the committed commands.
+    # fused=True is opt-in (--fused-optimizer): torch's fused CPU Adam steps the 784-32-784 AE in 37 us
+    # instead of 100 us (6-10 % of a training step), but it rounds differently, so every figure in the
+    # README would move by seed-level noise (up to a point on digits) and stop being reproducible from the
+    # committed commands, which run the default (foreach) kernels.
+    kind = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}.get(cfg.optimizer, torch.optim.Adam)
+    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        kw["momentum"] = cfg.momentum
+    if cfg.fused_optimizer:
+        kw["fused"] = True
+    try:
+        return kind(params, **kw)
+    except (RuntimeError, TypeError) as e:  # fused kernels need a recent torch for CPU parameters
+        if not cfg.fused_optimizer:
+            raise
+        raise ConfigError(f"--fused-optimizer: torch {torch.__version__} has no fused {cfg.optimizer} here "
+                          f"({str(e).splitlines()[0]}); leave it off") from None
 
 
 def phase_parameters(model: AEClassifier, phase: Phase) -> list[nn.Parameter]:

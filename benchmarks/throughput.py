@@ -11,6 +11,7 @@ Implementations (each measured in its own subprocess, one after the other, so th
   augmentation — off here —, channels_last for convs); images/s from the run's train_seconds;
 - aeclass fp32-compile / bf16-compile (only when named in --impls): the same with torch.compile, timing
   the epochs after the first, which compiles;
+- aeclass fp32-fused / bf16-fused (only when named in --impls): the same with --fused-optimizer;
 - torch-loop: a plain PyTorch loop over a DataLoader of float tensors (the textbook way);
 - keras: Keras 3 on the torch backend, the seeds' Sequential models and `model.fit`;
 - pythae: pythae.models.AE with the same encoder/decoder and its TrainingPipeline (seed-ae only).
@@ -119,7 +120,7 @@ def dense_peak(dtype: torch.dtype, reps: int = 5) -> dict:
 # ---------------------------------------------------------------- the implementations (worker side)
 
 
-def run_aeclass(w, data, precision: str, compile: bool = False) -> dict:
+def run_aeclass(w, data, precision: str, compile: bool = False, fused: bool = False) -> dict:
     """`compile`: torch.compile the model and time only the epochs after the first (which compiles)."""
     import csv
 
@@ -134,7 +135,7 @@ def run_aeclass(w, data, precision: str, compile: bool = False) -> dict:
         cfg = build_config(overrides=dict(data=w["data"], model=w["model"], model_kwargs=w["kwargs"], strategy=strategy,
                                           optimizer="adam", lr=1e-3, schedule="constant", batch_size=w["batch"],
                                           epochs=epochs, augment="none", precision=precision, report=False,
-                                          compile=compile, out=str(Path(tmp) / "run")))
+                                          compile=compile, fused_optimizer=fused, out=str(Path(tmp) / "run")))
         m = train(cfg, log=lambda *a: None, progress=False, dataset=ds).metrics
         with open(Path(tmp) / "run" / "metrics.csv") as f:
             epoch_seconds = [float(r["epoch_seconds"]) for r in csv.DictReader(f)]
@@ -262,7 +263,7 @@ def worker(workload: str, impl: str, synthetic: bool, limit: int | None = None) 
     if limit:  # smoke tests: a slice of the training set
         data = (data[0][:limit], data[1][:limit], *data[2:])
     if impl.startswith("aeclass"):
-        res = run_aeclass(w, data, impl.split("-")[1], compile=impl.endswith("-compile"))
+        res = run_aeclass(w, data, impl.split("-")[1], compile=impl.endswith("-compile"), fused=impl.endswith("-fused"))
     elif impl == "torch-loop":
         res = run_torch_loop(w, data)
     elif impl == "keras":
