@@ -233,7 +233,9 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         if phase.relabel:
             if start_epoch == 0:  # the teacher is the model trained so far (its weight average, with --ema)
                 t0 = time.perf_counter()
-                strategy_state["student_labels"] = confident_labels(final_model(), data, cfg)
+                # The first teacher learned with --label-smoothing; later ones are students (--student-smoothing).
+                smoothing = cfg.student_smoothing if phases[pi - 1].relabel else cfg.label_smoothing
+                strategy_state["student_labels"] = confident_labels(final_model(), data, cfg, smoothing)
                 state["elapsed"] += time.perf_counter() - t0  # part of making the model: training time
                 teacher_accuracy = test_metrics(final=True).get("accuracy")
                 state.setdefault("teacher_test_accuracy", teacher_accuracy)  # the semi teacher's, in metrics.json

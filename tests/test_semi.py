@@ -178,14 +178,38 @@ def test_student_rounds_each_student_teaches_the_next(tmp_path, one_thread, monk
     real = tr.restart_weights
     monkeypatch.setattr(tr, "restart_weights", lambda *a: (restarts.append(1), real(*a)))
     logs = []
-    r = train(tiny(tmp_path, epochs=2, student_epochs=1, student_rounds=2), log=logs.append, progress=False)
+    r = train(tiny(tmp_path, epochs=4, student_epochs=3, student_rounds=2), log=logs.append, progress=False)
     rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
-    assert [row["phase"] for row in rows] == ["semi", "semi", "student", "student2"]
+    assert [row["phase"] for row in rows] == ["semi"] * 4 + ["student"] * 3 + ["student2"] * 3
     # metrics.json keeps the semi teacher's accuracy; each round logs its own teacher's
     teachers = [line for line in logs if "teacher's test accuracy" in line]
     assert len(teachers) == 2 and teachers[0].startswith("student:") and teachers[1].startswith("student2:")
     assert f"{r.metrics['teacher_test_accuracy']:.4f}" in teachers[0]
     assert len(restarts) == 2  # every student starts from fresh weights
+    # A smoothed student still labels: its top probabilities are mapped back through the smoothing before the
+    # confidence threshold (without that, 0.95 is out of reach of a model trained with smoothing 0.1).
+    counts = [int(line.split(" labels ")[1].split()[0]) for line in logs if " labels " in line]
+    assert len(counts) == 2 and counts[1] >= 0.5 * counts[0], counts
+
+
+def test_confident_labels_undo_label_smoothing(tmp_path, one_thread):
+    """A model trained with smoothing e is at best 1 - e + e/K sure; mapped back, that is full confidence."""
+    from aeclass.engine import TrainData, confident_labels
+    ds = load_dataset("digits")
+    cfg = tiny(tmp_path, confidence=0.95)
+    data = TrainData.build(ds, cfg, torch.device("cpu"))
+
+    class Smoothed(torch.nn.Module):  # predicts the true class with probability 1 - 0.1 + 0.1 / 10 = 0.91
+        def forward(self, x, decode=False):
+            p = torch.full((x.shape[0], 10), 0.01)
+            p[torch.arange(x.shape[0]), self.y[:x.shape[0]]] = 0.91
+            self.y = self.y[x.shape[0]:]
+            return {"logits": p.log()}
+    m = Smoothed()
+    m.y = ds.train_y.clone()
+    assert int((confident_labels(m, data, cfg) >= 0).sum()) == data.n_labelled  # 0.91 < 0.95: nothing passes
+    m.y = ds.train_y.clone()
+    assert torch.equal(confident_labels(m, data, cfg, smoothing=0.1), ds.train_y)  # mapped back: 1.0, all pass
 
 
 def test_confident_labels_follow_the_threshold(tmp_path, one_thread):
