@@ -23,7 +23,7 @@ from .data import ImageDataset, labelled_subset, semi_labels, to_float
 from .data.augment import AugmentConfig, augment_batch, default_augment, parse_augment
 from .errors import AeclassError, ConfigError
 from .models import AEClassifier
-from .strategies import Batch, Phase
+from .strategies import Batch, Phase, unsmoothed_confidence
 
 
 class TrainingDiverged(AeclassError):
@@ -286,7 +286,7 @@ def confident_labels(model: AEClassifier, data: TrainData, cfg: TrainConfig, smo
     near 1 - smoothing + smoothing / classes (0.91 for 0.1 and 10 classes), so a 0.95 threshold would
     pass almost nothing: it did, in a second self-training round on MNIST (595 of 59,900 images, and the
     student fell to 6.5 % error). The top probability is therefore first mapped back through the
-    smoothing, (p - smoothing / classes) / (1 - smoothing), before the threshold."""
+    smoothing (strategies.unsmoothed_confidence) before the threshold."""
     model.eval()
     fmt = memory_format_for(model, cfg.memory_format)
     labels = []
@@ -297,8 +297,7 @@ def confident_labels(model: AEClassifier, data: TrainData, cfg: TrainConfig, smo
             if cfg.tta_flip or cfg.tta_shift:
                 logits = tta_logits(model, xb, logits, cfg.tta_flip, cfg.tta_shift)
         conf, pred = logits.float().softmax(1).max(1)
-        if smoothing:
-            conf = (conf - smoothing / logits.shape[1]) / (1 - smoothing)
+        conf = unsmoothed_confidence(conf, smoothing, logits.shape[1])
         labels.append(torch.where(conf >= cfg.confidence, pred, torch.full_like(pred, -1)))
     labels = torch.cat(labels)
     labels[data.labelled] = data.y[data.labelled]

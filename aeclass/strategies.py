@@ -145,6 +145,13 @@ def align_distribution(probs: torch.Tensor, state: dict, momentum: float = 0.99)
     return aligned / aligned.sum(1, keepdim=True)
 
 
+def unsmoothed_confidence(p_max: torch.Tensor, smoothing: float, classes: int) -> torch.Tensor:
+    """A top-class probability mapped back through label smoothing: a model trained with smoothing e on K
+    classes is at best 1 - e + e/K sure (0.91 for 0.1 and 10 classes), which a confidence threshold such as
+    0.95 would never pass; (p - e/K) / (1 - e) puts that ceiling back at 1."""
+    return (p_max - smoothing / classes) / (1 - smoothing) if smoothing else p_max
+
+
 def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     """Semi-supervised step: FixMatch pseudo-labels + a denoising autoencoder on one shared encoder.
 
@@ -179,6 +186,8 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
             if cfg.dist_align:
                 probs = align_distribution(probs, batch.state)
             conf, pseudo = probs.max(1)
+            # The labelled CE's --label-smoothing caps the model's confidence below the threshold otherwise.
+            conf = unsmoothed_confidence(conf, cfg.label_smoothing, probs.shape[1])
             mask = (conf >= cfg.confidence).float()
         pl = (F.cross_entropy(strong_logits[unl], pseudo, reduction="none") * mask).mean()
         confident = mask.mean()

@@ -282,3 +282,15 @@ def test_student_augment_and_smoothing_reach_the_student_only(tmp_path, one_thre
     monkeypatch.setattr(tr, "train_phase_epoch", spy)
     train(tiny(tmp_path, epochs=1, student_epochs=1, student_augment="rot=10", student_smoothing=0.2), **QUIET)
     assert seen == [("semi", 0.0, 0.0), ("student", 10.0, 0.2)]
+
+
+def test_semi_with_label_smoothing_still_pseudo_labels(tmp_path, one_thread):
+    """--label-smoothing 0.2 caps the model's confidence near 0.82 on 10 classes; semi maps it back through the
+    smoothing before its 0.95 threshold, so unlabelled images still get pseudo-labels."""
+    from aeclass.strategies import unsmoothed_confidence
+    p = torch.tensor([0.82, 0.5, 0.1])
+    assert torch.allclose(unsmoothed_confidence(p, 0.2, 10), torch.tensor([1.0, 0.6, 0.1]))
+    assert torch.equal(unsmoothed_confidence(p, 0.0, 10), p)
+    r = train(tiny(tmp_path, epochs=4, label_smoothing=0.2), **QUIET)
+    rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+    assert float(rows[-1]["train_confident"]) > 0.3, [row["train_confident"] for row in rows]
