@@ -143,10 +143,7 @@ class TrainData:
         optionally another augmentation (an --augment string; None keeps this one)."""
         aug = self.augment
         if augment is not None:
-            try:
-                aug = parse_augment(augment) or self.augment  # 'default': the run's own
-            except ConfigError as e:
-                raise ConfigError(str(e).replace("--augment", "--student-augment", 1)) from None
+            aug = parse_augment(augment, "--student-augment") or self.augment  # 'default': the run's own
         return dataclasses.replace(self, y=y, labelled=torch.nonzero(y >= 0).flatten(), augment=aug)
 
     @property
@@ -240,22 +237,33 @@ def set_train_mode(model: AEClassifier, phase: Phase) -> None:
 
 
 @torch.no_grad()
+def scored_batches(model: AEClassifier, x: torch.Tensor, precision: str, memory_format: str, tta_flip: bool,
+                   tta_shift: int, batch_size: int, decode: bool = True):
+    """Yield (start index, float batch, model outputs) over uint8 images `x` in eval mode, with the class
+    scores averaged over the test-time views (see `tta_logits`); shared by evaluation and relabelling."""
+    model.eval()
+    param = next(model.parameters(), None)
+    dev = param.device if param is not None else x.device  # the model's device; a weightless one runs by the data
+    fmt = memory_format_for(model, memory_format)
+    for i in range(0, x.shape[0], batch_size):
+        xb = to_float(x[i:i + batch_size].to(dev)).contiguous(memory_format=fmt)
+        with autocast(dev, precision):
+            out = model(xb, decode=decode)
+            if (tta_flip or tta_shift) and "logits" in out:
+                out["logits"] = tta_logits(model, xb, out["logits"], tta_flip, tta_shift)
+        yield i, xb, out
+
+
+@torch.no_grad()
 def evaluate(model: AEClassifier, x: torch.Tensor, y: torch.Tensor | None, precision: str = "fp32",
              batch_size: int = 1024, memory_format: str = "auto", tta_flip: bool = False, tta_shift: int = 0) -> dict:
     """Test metrics: accuracy and CE (with a head), reconstruction MSE (with a decoder), predictions.
     `tta_flip` averages the class scores of each image and its left-right mirror (as fast CIFAR-10
     trainers do), for data where a mirror image keeps its class; `tta_shift` also averages over copies
     shifted by +-tta_shift pixels (see `tta_logits`)."""
-    model.eval()
-    dev = next(model.parameters()).device
-    fmt = memory_format_for(model, memory_format)
     preds, sq_err, ce_sum, n = [], 0.0, 0.0, x.shape[0]
-    for i in range(0, n, batch_size):
-        xb = to_float(x[i:i + batch_size].to(dev)).contiguous(memory_format=fmt)
-        with autocast(dev, precision):
-            out = model(xb)
-            if (tta_flip or tta_shift) and "logits" in out:
-                out["logits"] = tta_logits(model, xb, out["logits"], tta_flip, tta_shift)
+    dev = next(model.parameters()).device
+    for i, xb, out in scored_batches(model, x, precision, memory_format, tta_flip, tta_shift, batch_size):
         if "logits" in out:
             logits = out["logits"].float()
             preds.append(logits.argmax(1))
@@ -287,17 +295,11 @@ def confident_labels(model: AEClassifier, data: TrainData, cfg: TrainConfig, smo
     pass almost nothing: it did, in a second self-training round on MNIST (595 of 59,900 images, and the
     student fell to 6.5 % error). The top probability is therefore first mapped back through the
     smoothing (strategies.unsmoothed_confidence) before the threshold."""
-    model.eval()
-    fmt = memory_format_for(model, cfg.memory_format)
     labels = []
-    for i in range(0, data.x.shape[0], batch_size):
-        xb = to_float(data.x[i:i + batch_size]).contiguous(memory_format=fmt)
-        with autocast(xb.device, cfg.precision):
-            logits = model(xb, decode=False)["logits"]
-            if cfg.tta_flip or cfg.tta_shift:
-                logits = tta_logits(model, xb, logits, cfg.tta_flip, cfg.tta_shift)
-        conf, pred = logits.float().softmax(1).max(1)
-        conf = unsmoothed_confidence(conf, smoothing, logits.shape[1])
+    for _, _, out in scored_batches(model, data.x, cfg.precision, cfg.memory_format, cfg.tta_flip, cfg.tta_shift,
+                                    batch_size, decode=False):
+        conf, pred = out["logits"].float().softmax(1).max(1)
+        conf = unsmoothed_confidence(conf, smoothing, out["logits"].shape[1])
         labels.append(torch.where(conf >= cfg.confidence, pred, torch.full_like(pred, -1)))
     labels = torch.cat(labels)
     labels[data.labelled] = data.y[data.labelled]

@@ -179,9 +179,10 @@ def default_augment(dataset_name: str, image_shape) -> AugmentConfig:
     return AugmentConfig(crop_padding=max(1, round(side / 8)), hflip=(c == 3 and side >= 24))
 
 
-def parse_augment(spec: str) -> AugmentConfig | None:
+def parse_augment(spec: str, flag: str = "--augment") -> AugmentConfig | None:
     """Parse --augment: 'none' (no augmentation), 'default' (None: use `default_augment`) or a list such as
-    'crop=4,flip,rot=10,grey=0.2'. Unnamed ops are off. Raises ConfigError naming --augment on bad input."""
+    'crop=4,flip,rot=10,grey=0.2'. Unnamed ops are off. Raises ConfigError naming `flag` (the option the
+    string came from, e.g. --student-augment) on bad input."""
     text = (spec or "").strip().lower()
     if text == "default":
         return None
@@ -193,15 +194,15 @@ def parse_augment(spec: str) -> AugmentConfig | None:
         name = {"crop": "crop_padding", "flip": "hflip", "hflip": "hflip", "rot": "rotation",
                 "grey": "greyscale", "gray": "greyscale"}.get(key)
         if name is None or name in values or (name == "hflip") == bool(eq):
-            raise ConfigError(f"--augment: bad item '{token.strip()}' in '{spec}'; {_FORMAT}")
+            raise ConfigError(f"{flag}: bad item '{token.strip()}' in '{spec}'; {_FORMAT}")
         try:
             values[name] = True if name == "hflip" else (int(val) if name == "crop_padding" else float(val))
         except ValueError:
-            raise ConfigError(f"--augment: bad value in '{token.strip()}'; {_FORMAT}") from None
+            raise ConfigError(f"{flag}: bad value in '{token.strip()}'; {_FORMAT}") from None
     try:
         return AugmentConfig(**values)
     except ConfigError as e:  # out-of-range values (inf and nan included): add the expected format
-        raise ConfigError(f"{e}; {_FORMAT}") from None
+        raise ConfigError(f"{flag}: {str(e).removeprefix('--augment: ')}; {_FORMAT}") from None
 
 
 def augment_to_string(cfg: AugmentConfig | None) -> str:
