@@ -53,9 +53,9 @@ class AEClassifier(nn.Module):
         `x` is a float sample of training images in [0, 1]. The encoder becomes the projection onto the
         top `code_dim` principal components of its (standardised) input and the decoder the matching
         reconstruction, divided by the sigmoid's slope m(1-m) at each pixel's mean m so that the
-        sigmoid(logit) output starts near the PCA reconstruction. On MNIST 784-32-784 (the fast-ae recipe,
-        benchmarks/ae_variants.py) training from this start ends at test MSE 0.00902 against 0.00919 from
-        a random one: the random starts settle in worse minima.
+        sigmoid(logit) output starts near the PCA reconstruction. On MNIST 784-32-784 (benchmarks/ae_variants.py)
+        training from this start ends at test MSE 0.00902 against 0.00919 from a random one with a linear code,
+        and at 0.00834 against 0.00869 with the fast-ae recipe's PReLU code (which starts linear, slope 1).
         """
         first, last = _only_linear(self.encoder), _only_linear(self.decoder) if self.decoder is not None else None
         if first is None or last is None:
@@ -105,8 +105,10 @@ def conv_out_size(size: int, stride: int) -> int:
 
 
 def _only_linear(module: nn.Module) -> nn.Linear | None:
-    """The module's nn.Linear if it is its only layer with weights (no convolutions, no hidden layers)."""
+    """The module's nn.Linear if it is its only layer with weights (no convolutions, no hidden layers); a
+    learned activation slope (PReLU) does not count as a layer."""
     found = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if len(found) != 1 or sum(p.numel() for p in module.parameters()) != sum(p.numel() for p in found[0].parameters()):
+    slopes = sum(p.numel() for m in module.modules() if isinstance(m, nn.PReLU) for p in m.parameters())
+    if len(found) != 1 or sum(p.numel() for p in module.parameters()) - slopes != sum(p.numel() for p in found[0].parameters()):
         return None
     return found[0]
