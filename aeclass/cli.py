@@ -67,6 +67,8 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--student-rounds", int, "semi student: self-training rounds, each student teaching the next (default 1)"),
     ("--student-smoothing", float, "semi student: label smoothing of its cross-entropy (default 0.1)"),
     ("--student-augment", str, "semi student: its augmentation, as --augment (default: the run's)"),
+    ("--teacher", str, "semi student: a finished run (directory or .pt) labels the images for the first student "
+                       "instead of this run's own semi phase, which is skipped (e.g. a dense teacher, a CNN student)"),
     ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),
     ("--label-smoothing", float, "label smoothing of the cross-entropy"),
     ("--tta-flip", _bool, "test-time flip: average each image's scores with its mirror image's (photos only)"),

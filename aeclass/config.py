@@ -42,6 +42,8 @@ class TrainConfig:
     student_rounds: int = 1              # semi: self-training rounds; each student teaches the next one
     student_smoothing: float = 0.1       # semi student: label smoothing of its CE (about 1% of pseudo-labels are wrong)
     student_augment: str | None = None   # semi student: its augmentation, as --augment (None = the run's)
+    teacher: str | None = None           # semi student: another finished run (directory or .pt) is the first teacher
+                                         # instead of this run's semi phase, which is then skipped
     label_smoothing: float = 0.0
     tta_flip: bool = False               # test-time augmentation: average the scores of each image and its mirror
     tta_shift: int = 0                   # test-time augmentation: also average over copies shifted +-N pixels (0 = off)
@@ -205,6 +207,8 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError(f"--student-epochs: expected a whole number of epochs (0 = off), got {cfg.student_epochs!r}")
     if not isinstance(cfg.student_rounds, int) or isinstance(cfg.student_rounds, bool) or cfg.student_rounds < 1:
         raise ConfigError(f"--student-rounds: expected a whole number >= 1, got {cfg.student_rounds!r}")
+    if cfg.teacher is not None and cfg.strategy == "semi" and not cfg.student_epochs:
+        raise ConfigError("--teacher: its labels train this run's students; give --student-epochs N")
     if not 0 <= cfg.student_smoothing < 1:
         raise ConfigError(f"--student-smoothing: expected a value in [0, 1), got {cfg.student_smoothing!r}")
     if not 0 <= cfg.confidence <= 1:

@@ -231,7 +231,8 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
         return [Phase("joint", cfg.epochs, joint_step, "all", mix_labelled=True)]
     if s == "semi":
         trains = ("encoder", "decoder", "head") if cfg.recon_weight > 0 else ("encoder", "head")
-        phases = [Phase("semi", cfg.epochs, semi_step, "all", mix_labelled=True, trains=trains)]
+        # With --teacher another run's model is the first teacher and this run only trains students.
+        phases = [] if cfg.teacher else [Phase("semi", cfg.epochs, semi_step, "all", mix_labelled=True, trains=trains)]
         if cfg.student_epochs:
             # Noisy Student / self-training (Xie et al., 2020): a fresh model learns the teacher's confident
             # pseudo-labels of all images from the start, with the article's joint loss (CE + denoising

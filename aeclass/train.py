@@ -99,6 +99,29 @@ def load_init_weights(model: AEClassifier, path: str) -> None:
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def load_teacher(path: str, ds, device: torch.device) -> tuple[AEClassifier, float]:
+    """Another run's final model as the first self-training teacher (--teacher), checked against this
+    dataset, and the label smoothing it was trained with (confident_labels maps its confidences back through
+    it). A run directory gives its last checkpoint: the model its metrics.json describes."""
+    from .inference import load_model
+    p = Path(path)
+    if p.is_dir() and (p / "checkpoints" / "last.pt").is_file():
+        p = p / "checkpoints" / "last.pt"
+    try:
+        model, ck = load_model(p, str(device))
+    except AeclassError as e:
+        raise ConfigError(f"--teacher {path}: {e}") from None
+    tc = ck.get("config", {})
+    if not model.has_head or tc.get("strategy") == "autoencoder":
+        raise ConfigError(f"--teacher {path}: that model has no trained classification head to label images with")
+    if list(ck["image_shape"]) != list(ds.image_shape) or list(ck["classes"]) != list(ds.classes):
+        raise ConfigError(f"--teacher {path}: trained on {tuple(ck['image_shape'])} images of classes {ck['classes'][:4]}..., "
+                          f"not this dataset's {tuple(ds.image_shape)} / {list(ds.classes)[:4]}...")
+    student = tc.get("strategy") == "semi" and tc.get("student_epochs")  # its final model is a student
+    smoothing = tc.get("student_smoothing", 0.1) if student else tc.get("label_smoothing", 0.0)
+    return model, float(smoothing)
+
+
 def cfg_name(model) -> str:
     return getattr(model, "spec", {}).get("name", type(model).__name__)
 
@@ -152,6 +175,9 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     data = TrainData.build(ds, cfg, device)
     if cfg.student_epochs:
         data.relabelled(data.y, cfg.student_augment)  # a bad --student-augment fails now, not after the teacher
+    # A resumed run has the teacher's labels in its checkpoint already.
+    uses_teacher = bool(cfg.teacher) and cfg.strategy == "semi"  # like every semi option, ignored elsewhere
+    teacher = load_teacher(cfg.teacher, ds, device) if uses_teacher and not resume else None
     xf = ds.train_x.float() / 255.0
     model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
     init_seconds = 0.0
@@ -183,11 +209,11 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     classifies = any("head" in p.trains for p in phases)
     reconstructs = any("decoder" in p.trains for p in phases) or (bool(init) and model.has_decoder)
 
-    def test_metrics(final: bool = False) -> dict:
+    def test_metrics(final: bool = False, of: AEClassifier | None = None) -> dict:
         # The shifted test-time views multiply evaluation cost (4 more passes); per-epoch monitoring skips
         # them and only the final metrics (and `aeclass evaluate` / `predict`) include them.
-        m = evaluate(final_model(), data.test_x, data.test_y, cfg.precision, memory_format=cfg.memory_format,
-                     tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift if final else 0)
+        m = evaluate(of if of is not None else final_model(), data.test_x, data.test_y, cfg.precision,
+                     memory_format=cfg.memory_format, tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift if final else 0)
         drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
         return {k: v for k, v in m.items() if k not in drop}
 
@@ -233,11 +259,15 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         if phase.relabel:
             if start_epoch == 0:  # the teacher is the model trained so far (its weight average, with --ema)
                 t0 = time.perf_counter()
-                # The first teacher learned with --label-smoothing; later ones are students (--student-smoothing).
-                smoothing = cfg.student_smoothing if phases[pi - 1].relabel else cfg.label_smoothing
-                strategy_state["student_labels"] = confident_labels(final_model(), data, cfg, smoothing)
+                if pi == 0 and uses_teacher:  # another run's model (--teacher), with its own label smoothing
+                    teacher_model, smoothing = teacher if teacher is not None else load_teacher(cfg.teacher, ds, device)
+                else:  # the model trained so far: the semi phase learned with --label-smoothing, students not
+                    teacher_model = final_model()
+                    smoothing = cfg.student_smoothing if phases[pi - 1].relabel else cfg.label_smoothing
+                strategy_state["student_labels"] = confident_labels(teacher_model, data, cfg, smoothing)
                 state["elapsed"] += time.perf_counter() - t0  # part of making the model: training time
-                teacher_accuracy = test_metrics(final=True).get("accuracy")
+                teacher_accuracy = test_metrics(final=True, of=teacher_model).get("accuracy")
+                teacher = teacher_model = None  # not needed again: free its memory
                 state.setdefault("teacher_test_accuracy", teacher_accuracy)  # the semi teacher's, in metrics.json
                 log(f"{phase.name}: the teacher's test accuracy is {teacher_accuracy:.4f}")
                 restart_weights(model, cfg, ds)

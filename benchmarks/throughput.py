@@ -335,8 +335,8 @@ def write_markdown(results: dict, path: Path) -> None:
     from aeclass.io import atomic_write_text
     peaks = results["peak_gflops"]
     kernels = results.get("kernels_gflops", {})
-    lines = ["| workload | implementation | images/s | vs keras | vs pythae | GFLOP/s | % of peak | % of matmul peak | test result | data |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| workload | implementation | images/s | vs keras | vs pythae | GFLOP/s | % of peak | % of matmul peak "
+             "| test result | data |", "|---|---|---|---|---|---|---|---|---|---|"]
     for workload in dict.fromkeys(r["workload"] for r in results["rows"]):
         rows = [r for r in results["rows"] if r["workload"] == workload]
         ref = {r["impl"]: r.get("images_per_s") for r in rows}

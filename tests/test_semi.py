@@ -294,3 +294,53 @@ def test_semi_with_label_smoothing_still_pseudo_labels(tmp_path, one_thread):
     r = train(tiny(tmp_path, epochs=4, label_smoothing=0.2), **QUIET)
     rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
     assert float(rows[-1]["train_confident"]) > 0.3, [row["train_confident"] for row in rows]
+
+
+def test_teacher_from_another_run_labels_the_first_student(tmp_path, one_thread):
+    """--teacher: another run's model (here a dense semi model) labels the images; this run skips its own
+    semi phase and trains only its students (here a CNN). The labels keep the real ones and come back from
+    the checkpoint on resume, so the teacher's run may be gone by then."""
+    t = train(tiny(tmp_path, model="mlp_ae", model_kwargs={"hidden": [64], "code_dim": 32}, epochs=3,
+                   out=str(tmp_path / "teacher")), **QUIET)
+    s = train(tiny(tmp_path, model="hybrid", teacher=str(t.run_dir), student_epochs=4, confidence=0.6,
+                   out=str(tmp_path / "student")), **QUIET)
+    rows = list(csv.DictReader(open(s.run_dir / "metrics.csv")))
+    assert [row["phase"] for row in rows] == ["student"] * 4
+    assert s.metrics["teacher_test_accuracy"] == t.metrics["test_accuracy"]  # same model, same test views
+    assert 0 < s.metrics["student_pseudo_labels"] <= 1437 - 50 and s.metrics["n_labelled"] == 50
+    labels = torch.load(s.run_dir / "checkpoints" / "last.pt", weights_only=True)["strategy_state"]["student_labels"]
+    from aeclass.data import labelled_subset
+    digits = load_dataset("digits")
+    idx = labelled_subset(digits.train_y, 50, 0, 10)
+    assert torch.equal(labels[idx], digits.train_y[idx])
+    assert s.metrics["test_accuracy"] > 0.5
+
+
+def test_teacher_resume_needs_only_the_checkpoint(tmp_path, interrupt_training, one_thread):
+    import shutil
+    t = train(tiny(tmp_path, epochs=1, out=str(tmp_path / "teacher")), **QUIET)
+    kw = dict(teacher=str(t.run_dir), student_epochs=2)
+    ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **kw), **QUIET)
+    interrupt_training.arm(1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), **QUIET)
+    interrupt_training.disarm()
+    shutil.rmtree(t.run_dir)
+    resumed = train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), resume=True, **QUIET)
+    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_bad_teacher_fails_before_anything_is_written(tmp_path, capsys, one_thread):
+    ae = train(tiny(tmp_path, strategy="autoencoder", model="mlp_ae", epochs=1, out=str(tmp_path / "ae")), **QUIET)
+    for teacher, message in ((tmp_path / "nowhere", "--teacher .*checkpoint not found"),
+                             (ae.run_dir, "--teacher .*no trained classification head")):
+        out = tmp_path / "x"
+        assert main(["train", "--data", "digits", "--strategy", "semi", "--labels", "50", "--student-epochs", "1",
+                     "--teacher", str(teacher), "--out", str(out), "--no-report"]) != 0
+        import re
+        assert re.search(message, capsys.readouterr().err)
+        assert not out.exists()
+    with pytest.raises(ConfigError, match="--student-epochs"):
+        from aeclass.config import validate
+        validate({**tiny(tmp_path).__dict__, "teacher": str(ae.run_dir)})

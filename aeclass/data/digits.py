@@ -28,5 +28,6 @@ def load_digits() -> ImageDataset:
         test_x=torch.from_numpy(images[te]),
         test_y=torch.from_numpy(labels[te]),
         classes=[str(i) for i in range(10)],
-        info={"source": "sklearn.datasets.load_digits", "split": f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}"},
+        info={"source": "sklearn.datasets.load_digits",
+              "split": f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}"},
     )
