@@ -10,6 +10,7 @@ Recipes are kept side by side (never edited once measured) so the README can sho
 
     python benchmarks/mnist100.py                          # recipe v5: semi and --no-recon on draws 0-4
     python benchmarks/mnist100.py --recipe v1 --no-recon-seeds 0,1   # how v1 was measured
+    python benchmarks/mnist100.py --recipe v7 --variants semi --seeds 0,1   # how v7 was measured
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ V4 = {**V2, "epochs": 10, "ema_teacher": True, "strong_labelled": True}
 V5 = {**V2, "epochs": 5, "student_epochs": 5, "student_smoothing": 0.1, "student_augment": "crop=2,rot=10", "tta_shift": 1}
 # v6: v5 with a second self-training round (the first student relabels the images for a second, fresh one).
 V6 = {**V5, "student_rounds": 2}
-# v7: a dense teacher, two convolutional students. On draw 1 every convolutional teacher (three init seeds)
-# sends the crossed sevens, absent from its ten labelled sevens, to "2" or "3", and its students inherit that;
+# v7: a dense teacher, two convolutional students. On draw 1 every convolutional teacher tried (v1, v5, and v5's
+# with init seeds 11 and 21 in throwaway runs) sends the crossed sevens, absent from its ten labelled sevens,
+# to "2" or "3", and its students inherit that;
 # a dense semi model (mlp_ae 784-1000-500-250, whose decoder mirrors it) keeps them sevens. So the first
 # teacher is a separate dense semi run (15 epochs, v2's settings), whose confident labels (--teacher) train a
 # hybrid student as in v5, which then teaches a second one (v6's rounds).
