@@ -1,6 +1,7 @@
 """The `semi` strategy: FixMatch-style pseudo-labels + denoising reconstruction on one encoder."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -298,8 +299,7 @@ def test_semi_with_label_smoothing_still_pseudo_labels(tmp_path, one_thread):
 
 def test_teacher_from_another_run_labels_the_first_student(tmp_path, one_thread):
     """--teacher: another run's model (here a dense semi model) labels the images; this run skips its own
-    semi phase and trains only its students (here a CNN). The labels keep the real ones and come back from
-    the checkpoint on resume, so the teacher's run may be gone by then."""
+    semi phase and trains only its students (here a CNN), and the real labels are kept."""
     t = train(tiny(tmp_path, model="mlp_ae", model_kwargs={"hidden": [64], "code_dim": 32}, epochs=3,
                    out=str(tmp_path / "teacher")), **QUIET)
     s = train(tiny(tmp_path, model="hybrid", teacher=str(t.run_dir), student_epochs=4, confidence=0.6,
@@ -317,6 +317,8 @@ def test_teacher_from_another_run_labels_the_first_student(tmp_path, one_thread)
 
 
 def test_teacher_resume_needs_only_the_checkpoint(tmp_path, interrupt_training, one_thread):
+    """The teacher's labels are in the checkpoint: a resumed run matches the uninterrupted one exactly even
+    after the teacher's run is gone."""
     import shutil
     t = train(tiny(tmp_path, epochs=1, out=str(tmp_path / "teacher")), **QUIET)
     kw = dict(teacher=str(t.run_dir), student_epochs=2)
@@ -338,7 +340,6 @@ def test_bad_teacher_fails_before_anything_is_written(tmp_path, capsys, one_thre
         out = tmp_path / "x"
         assert main(["train", "--data", "digits", "--strategy", "semi", "--labels", "50", "--student-epochs", "1",
                      "--teacher", str(teacher), "--out", str(out), "--no-report"]) != 0
-        import re
         assert re.search(message, capsys.readouterr().err)
         assert not out.exists()
     with pytest.raises(ConfigError, match="--student-epochs"):
