@@ -259,8 +259,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         if phase.relabel:
             if start_epoch == 0:  # the teacher is the model trained so far (its weight average, with --ema)
                 t0 = time.perf_counter()
-                if pi == 0 and uses_teacher:  # another run's model (--teacher), with its own label smoothing
-                    teacher_model, smoothing = teacher if teacher is not None else load_teacher(cfg.teacher, ds, device)
+                if pi == 0 and uses_teacher:  # another run's model (--teacher, loaded at the start), its own smoothing
+                    teacher_model, smoothing = teacher
                 else:  # the model trained so far: the semi phase learned with --label-smoothing, students not
                     teacher_model = final_model()
                     smoothing = cfg.student_smoothing if phases[pi - 1].relabel else cfg.label_smoothing
