@@ -1,7 +1,10 @@
 """The engine's fast paths give the same answers as the plain ones: bf16 autocast vs fp32, channels_last
 vs contiguous, torch.compile vs eager, and the EMA of the weights."""
 import copy
+import json
+import platform
 import shutil
+import sys
 
 import pytest
 import torch
@@ -197,3 +200,17 @@ def test_fused_optimizer_trains_and_is_recorded(tmp_path):
     r = train(cfg(tmp_path, "fused", fused_optimizer=True, epochs=3), **QUIET)
     assert r.metrics["test_accuracy"] > 0.8
     assert "fused_optimizer: true" in (r.run_dir / "config.yaml").read_text()
+
+
+def test_allocator_tuning_is_applied_once_recorded_and_can_be_turned_off(tmp_path, monkeypatch):
+    import aeclass.cpu as cpu
+    monkeypatch.setattr(cpu, "_applied", None)
+    monkeypatch.setenv("AECLASS_MALLOC_TUNING", "0")
+    assert cpu.tune_allocator() is None
+    monkeypatch.delenv("AECLASS_MALLOC_TUNING")
+    applied = cpu.tune_allocator()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied == "glibc mallopt: mmap_threshold 32 MiB, trim_threshold 256 MiB"
+    assert cpu.tune_allocator() == applied  # once per process
+    r = train(cfg(tmp_path, "alloc", epochs=1), **QUIET)
+    assert json.loads((r.run_dir / "run.json").read_text())["allocator"] == applied
