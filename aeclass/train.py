@@ -271,6 +271,9 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
                 teacher_accuracy = test_metrics(final=True, of=teacher_model).get("accuracy")
                 teacher = teacher_model = None  # not needed again: free its memory
                 state.setdefault("teacher_test_accuracy", teacher_accuracy)  # the semi teacher's, in metrics.json
+                state.setdefault("rounds", []).append({  # every round's teacher, for metrics.json
+                    "teacher_test_accuracy": teacher_accuracy,
+                    "pseudo_labels": int((strategy_state["student_labels"] >= 0).sum()) - data.n_labelled})
                 log(f"{phase.name}: the teacher's test accuracy is {teacher_accuracy:.4f}")
                 restart_weights(model, cfg, ds)
                 if ema is not None:
@@ -360,7 +363,8 @@ def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy
         "generator_state": gen.get_state(),
         "torch_rng_state": torch.get_rng_state(),
         "progress": {k: state[k] for k in ("phase_index", "phase_epoch", "step", "history", "best_loss", "elapsed")
-                     } | {k: state[k] for k in ("best_epoch", "teacher_test_accuracy", "student_pseudo_labels") if k in state},
+                     } | {k: state[k] for k in ("best_epoch", "teacher_test_accuracy", "student_pseudo_labels", "rounds")
+                                       if k in state},
         "config": cfg.to_dict(),
         "classes": list(ds.classes),
         "image_shape": list(ds.image_shape),
@@ -404,6 +408,7 @@ def _final_metrics(cfg, ds, data, final, state, phases) -> dict:
     if "teacher_test_accuracy" in state:  # self-training (--student-epochs): what the student started from
         m["teacher_test_accuracy"] = state["teacher_test_accuracy"]
         m["student_pseudo_labels"] = state["student_pseudo_labels"]
+        m["self_training_rounds"] = state.get("rounds", [])  # one entry per student: its teacher and labels
     if "predictions" in final:
         k = ds.num_classes
         cm = torch.bincount(y * k + final["predictions"], minlength=k * k).reshape(k, k)

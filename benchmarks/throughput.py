@@ -12,6 +12,8 @@ Implementations (each measured in its own subprocess, one after the other, so th
 - aeclass fp32-compile / bf16-compile (only when named in --impls): the same with torch.compile, timing
   the epochs after the first, which compiles;
 - aeclass fp32-fused / bf16-fused (only when named in --impls): the same with --fused-optimizer;
+- aeclass fp32-stdmalloc / bf16-stdmalloc (only when named in --impls): the same with AECLASS_MALLOC_TUNING=0,
+  glibc's default allocator behaviour (see aeclass/cpu.py);
 - torch-loop: a plain PyTorch loop over a DataLoader of float tensors (the textbook way);
 - keras: Keras 3 on the torch backend, the seeds' Sequential models and `model.fit`;
 - pythae: pythae.models.AE with the same encoder/decoder and its TrainingPipeline (seed-ae only).
@@ -286,6 +288,8 @@ def worker(workload: str, impl: str, synthetic: bool, limit: int | None = None) 
     if limit:  # smoke tests: a slice of the training set
         data = (data[0][:limit], data[1][:limit], *data[2:])
     if impl.startswith("aeclass"):
+        if impl.endswith("-stdmalloc"):  # this worker process only: glibc's default allocator behaviour
+            os.environ["AECLASS_MALLOC_TUNING"] = "0"
         res = run_aeclass(w, data, impl.split("-")[1], compile=impl.endswith("-compile"), fused=impl.endswith("-fused"))
     elif impl == "torch-loop":
         res = run_torch_loop(w, data)

@@ -2,8 +2,9 @@
 
 Each entry is one `aeclass.train` run of a preset (the same engine as `aeclass train --preset NAME`); the
 time is the run's train_seconds (optimiser steps, data indexing and augmentation; not the per-epoch test
-evaluation or checkpoint writes). Finished entries are kept and skipped on a rerun (`--fresh` starts
-over). Writes benchmarks/results/time_to_accuracy.json and .md.
+evaluation or checkpoint writes). Entries with a limit of a minute or less run 3 times (the median time
+counts; their result is the same every time). Finished entries are kept and skipped on a rerun (`--fresh`
+starts over). Writes benchmarks/results/time_to_accuracy.json and .md.
 
 Targets (2 CPU cores): MNIST >= 99.2 % in <= 20 s and >= 99.6 % in <= 3 min; CIFAR-10 (the JPEG-q75 zip)
 >= 90 % in <= 20 min; dense AE 784-32-784 test MSE <= 0.0090 in <= 20 s. The "-fp32" entries rerun a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 from _common import RESULTS, load_results, machine, run_preset, save_results, with_data_paths
 
 # name -> (preset, overrides, metric, target, limit in seconds); metric "accuracy" must reach >= target,
@@ -34,6 +36,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated entry names")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--repeats", type=int, help="runs per entry, median time kept (default: 3 for entries whose "
+                                                "limit is at most a minute, else 1)")
     args = ap.parse_args()
     out_json = RESULTS / "time_to_accuracy.json"
     results = {} if args.fresh else load_results(out_json)
@@ -45,13 +49,22 @@ def main() -> None:
             print(f"{name}: done before, skipped")
             continue
         preset, over, metric, target, limit = ENTRIES[name]
-        cfg, m, _ = run_preset(preset, over, RESULTS / "runs" / "time_to_accuracy" / name, log=print)
-        value = m["test_accuracy"] if metric == "accuracy" else m["test_recon_mse"]
-        met = (value >= target if metric == "accuracy" else value <= target) and m["train_seconds"] <= limit
+        # This VM's speed drifts by up to +-30 % over minutes, so the short entries run several times and the
+        # median time counts; the result itself is the same every time (same seed on CPU).
+        repeats = args.repeats or (3 if limit <= 60 else 1)
+        times, values = [], []
+        for _ in range(repeats):
+            cfg, m, _ = run_preset(preset, over, RESULTS / "runs" / "time_to_accuracy" / name, log=print)
+            times.append(round(m["train_seconds"], 1))
+            values.append(m["test_accuracy"] if metric == "accuracy" else m["test_recon_mse"])
+        value, seconds = values[0], float(np.median(times))
+        if len(set(values)) > 1:
+            print(f"note: {name}'s repeats gave different results {values}; reporting the first", flush=True)
+        met = (value >= target if metric == "accuracy" else value <= target) and seconds <= limit
         results["entries"][name] = {
             "preset": preset, "overrides": with_data_paths(over), "model": cfg.model, "epochs": cfg.epochs, "precision": cfg.precision,
             "batch_size": cfg.batch_size, "metric": metric, "value": value, "target": target, "limit_s": limit,
-            "train_seconds": round(m["train_seconds"], 1), "eval_seconds": round(m["eval_seconds"], 1),
+            "train_seconds": seconds, "runs_train_seconds": times, "eval_seconds": round(m["eval_seconds"], 1),
             "met": bool(met),
         }
         save_results(out_json, results)
@@ -62,13 +75,15 @@ def main() -> None:
 
 def write_markdown(results: dict) -> None:
     from aeclass.io import atomic_write_text
-    lines = ["| entry | model | epochs | precision | result | target | train s | limit s | met |",
+    lines = ["| entry | model | epochs | precision | result | target | train s (median, range) | limit s | met |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, e in results["entries"].items():
         fmt = (lambda v: f"{100 * v:.2f}% acc") if e["metric"] == "accuracy" else (lambda v: f"MSE {v:.5f}")
         sign = ">=" if e["metric"] == "accuracy" else "<="
+        runs = e.get("runs_train_seconds", [])
+        spread = f" ({min(runs)}-{max(runs)})" if len(runs) > 1 else ""
         lines.append(f"| {name} | {e['model']} | {e['epochs']} | {e['precision']} | {fmt(e['value'])} | {sign} {fmt(e['target'])} "
-                     f"| {e['train_seconds']} | {e['limit_s']} | {'yes' if e['met'] else '**no**'} |")
+                     f"| {e['train_seconds']}{spread} | {e['limit_s']} | {'yes' if e['met'] else '**no**'} |")
     m = results["machine"]
     lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}" + (f", {m['cuda']}" if m["cuda"] else ""))
     atomic_write_text(RESULTS / "time_to_accuracy.md", "\n".join(lines) + "\n")

@@ -191,6 +191,12 @@ def test_student_rounds_each_student_teaches_the_next(tmp_path, one_thread, monk
     # confidence threshold (without that, 0.95 is out of reach of a model trained with smoothing 0.1).
     counts = [int(line.split(" labels ")[1].split()[0]) for line in logs if " labels " in line]
     assert len(counts) == 2 and counts[1] >= 0.5 * counts[0], counts
+    # metrics.json also lists every round: its teacher's accuracy and how many images it labelled
+    rounds = r.metrics["self_training_rounds"]
+    assert [x["pseudo_labels"] for x in rounds] == counts
+    assert rounds[0]["teacher_test_accuracy"] == r.metrics["teacher_test_accuracy"]
+    assert f"{rounds[1]['teacher_test_accuracy']:.4f}" in teachers[1]
+    assert r.metrics["student_pseudo_labels"] == counts[1]
 
 
 def test_confident_labels_undo_label_smoothing(tmp_path, one_thread):
