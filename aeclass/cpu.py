@@ -2,14 +2,13 @@
 
 glibc's malloc serves large blocks (above a threshold that starts at 128 KiB) with fresh mmap'd pages and
 hands freed memory back to the kernel. A training step frees and re-allocates the same activation-sized
-tensors thousands of times, so every step pays for page faults and for the kernel zeroing those pages: in
-the seed CNN on CIFAR-10 (batch 64, fp32, 2 cores) the ReLU backward and max-pool backward over the first
-layer's 7.4 MB activations took 1.3-1.5 ms each inside training against 0.04-0.12 ms on warm memory.
-Keeping blocks up to 32 MiB on the heap and not trimming it below 256 MiB (what jemalloc or tcmalloc,
-which Intel's PyTorch CPU tuning guide recommends preloading, achieve by other means) measured 30-45 %
-more training images/s on that model in fp32 and about 5 % in bf16 (benchmarks/throughput.py). The
-arithmetic is untouched, so results stay bit-identical; the process just keeps up to a few hundred MB of
-freed memory for reuse.
+tensors thousands of times, so every step pays for page faults and for the kernel zeroing those pages. In
+the seed CNN on CIFAR-10 (batch 64, fp32, 2 cores) a training step took about 5,000 minor page faults,
+and none once blocks up to 32 MiB stay on the heap and the heap is not trimmed below 256 MiB (what
+jemalloc or tcmalloc, which Intel's PyTorch CPU tuning guide recommends preloading, achieve by other
+means). That model then trains about 22 % faster in fp32 (benchmarks/results/throughput-malloc.md); bf16
+and the small dense AE showed no reliable change. The arithmetic is untouched, so results stay
+bit-identical; the process just keeps up to a few hundred MB of freed memory for reuse.
 
 Set AECLASS_MALLOC_TUNING=0 to leave the allocator alone.
 """
