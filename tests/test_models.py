@@ -1,4 +1,6 @@
 """Every registered model: forward shapes, backward, and a tiny overfit."""
+import copy
+
 import pytest
 import torch
 
@@ -142,3 +144,35 @@ def test_prelu_code_starts_linear_and_learns_its_slopes(tmp_path):
         activation("prelu")
     with pytest.raises(ConfigError, match="prelu"):
         activation("swish")
+
+
+@pytest.mark.parametrize("bn,padding,shape", [(False, "valid", (3, 32, 32)), (True, "same", (1, 28, 28))])
+def test_conv_encoder_pools_before_the_relu_with_the_same_outputs_and_gradients(bn, padding, shape):
+    """The encoder runs conv -> (BN) -> pool -> ReLU, which is conv -> (BN) -> ReLU -> pool exactly (max and
+    ReLU commute), including odd sizes pooled in ceil mode, and keeps the weights' state_dict keys."""
+    from aeclass.models.layers import ConvEncoder
+    torch.manual_seed(0)
+    enc = ConvEncoder(shape, (8, 16, 32), 10, bn=bn, padding=padding)
+    ref = copy.deepcopy(enc)
+    mods, order = list(ref.features), []
+    for m in mods:  # move every ReLU back in front of the pool that precedes it
+        if isinstance(m, torch.nn.ReLU) and order and isinstance(order[-1], torch.nn.MaxPool2d):
+            order.insert(len(order) - 1, m)
+        else:
+            order.append(m)
+    ref.features = torch.nn.Sequential(*order)
+    names = [type(m).__name__ for m in enc.features]
+    assert names.count("MaxPool2d") == 3 and all(names[i + 1] == "ReLU" for i, n in enumerate(names) if n == "MaxPool2d")
+    ref_names = [type(m).__name__ for m in ref.features]
+    assert all(ref_names[i - 1] == "ReLU" for i, n in enumerate(ref_names) if n == "MaxPool2d")
+    assert [k for k in enc.state_dict()] == [k for k in ref.state_dict()]
+    x = torch.randn(4, *shape)
+    outs = []
+    for m in (enc, ref):
+        m.train()
+        y = m(x)
+        y.square().sum().backward()
+        outs.append((y.detach(), [p.grad.clone() for p in m.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert torch.equal(a, b)

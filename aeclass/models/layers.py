@@ -60,7 +60,8 @@ class MLPDecoder(nn.Sequential):
 
 
 class ConvEncoder(nn.Module):
-    """[conv3x3 -> (BN) -> ReLU -> maxpool2]* per width, flatten, Linear(code_dim), code activation.
+    """[conv3x3 -> (BN) -> ReLU -> maxpool2]* per width (run as conv -> (BN) -> maxpool2 -> ReLU, the same
+    function), flatten, Linear(code_dim), code activation.
 
     'same' padding keeps any input size >= 1 pixel through the stack (8x8 digits included); 'valid'
     (no padding) is the Keras default used by the seed article's CNN and needs larger images.
@@ -78,13 +79,16 @@ class ConvEncoder(nn.Module):
         self.stage_sizes = []  # spatial size entering each stage, used by the decoder to undo the pools
         for width in widths:
             self.stage_sizes.append((h, w))
-            layers += conv_block(c, width, bn, pad)
+            block = conv_block(c, width, bn, pad)
             h, w = h - 2 * (1 - pad), w - 2 * (1 - pad)
             if h < 1 or w < 1:
                 raise ConfigError(f"input {tuple(input_shape)} is too small for {len(widths)} '{padding}' conv stages")
             # ceil mode keeps odd sizes whole with 'same'; 'valid' floors, exactly as Keras does.
             ceil = pad == 1
-            layers.append(nn.MaxPool2d(2, ceil_mode=ceil))
+            # The pool runs before the ReLU: max and ReLU commute (ReLU never reorders values), so the
+            # outputs and gradients are exactly those of conv -> ReLU -> pool, but the ReLU and its backward
+            # touch a quarter of the elements. The layers with weights keep their indices (checkpoint keys).
+            layers += block[:-1] + [nn.MaxPool2d(2, ceil_mode=ceil), block[-1]]
             c, h, w = width, (-(-h // 2) if ceil else h // 2), (-(-w // 2) if ceil else w // 2)
             if h < 1 or w < 1:
                 raise ConfigError(f"input {tuple(input_shape)} is too small for {len(widths)} '{padding}' conv stages")
