@@ -319,7 +319,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             if improved:
                 state["best_loss"] = means["train_loss"]
                 state["best_epoch"] = epoch_global
-            ckpt = _checkpoint(model, opt, gen, state, cfg, ds, ema, strategy_state)
+            ckpt = _checkpoint(model, opt, gen, state, cfg, ds, ema, strategy_state,
+                               trained={"head": classifies, "decoder": reconstructs})
             save_checkpoint(ckpt, run_dir / "checkpoints" / "last.pt")
             if improved:
                 save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer_state", "train_model_state")},
@@ -348,15 +349,17 @@ def _cpu_state(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy_state=None) -> dict:
+def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy_state=None, trained=None) -> dict:
     # model_state is the model to use (the EMA average when --ema is on); train_model_state the raw
-    # weights the optimiser is moving, needed only to resume.
+    # weights the optimiser is moving, needed only to resume. `trained` says which of head and decoder
+    # the run trains, so that `aeclass evaluate` reports what metrics.json reports and nothing untrained.
     extra = {"train_model_state": _cpu_state(model), "ema_updates": ema.updates} if ema is not None else {}
     if strategy_state:
         extra["strategy_state"] = {k: v.detach().cpu() for k, v in strategy_state.items()}
     return {
         "format": "aeclass-checkpoint-1",
         "model_spec": model.spec,
+        **({"trained": trained} if trained is not None else {}),
         "model_state": _cpu_state(ema.model if ema is not None else model),
         **extra,
         "optimizer_state": opt.state_dict(),

@@ -60,6 +60,17 @@ def test_semi_without_reconstruction_needs_no_decoder(tmp_path, one_thread):
         train(tiny(tmp_path, model="cnn", out=str(tmp_path / "bad")), **QUIET)
 
 
+def test_evaluate_leaves_out_an_untrained_decoder(tmp_path, one_thread):
+    """A --no-recon run of a model with a decoder: `aeclass evaluate` reports what metrics.json reports,
+    not the reconstruction error of a decoder that never trained."""
+    from aeclass.inference import evaluate_checkpoint
+    r = train(tiny(tmp_path, recon_weight=0.0, epochs=1), **QUIET)
+    assert r.model.has_decoder and r.metrics["test_recon_mse"] is None
+    m = evaluate_checkpoint(r.run_dir)
+    assert m["test_recon_mse"] is None
+    assert m["test_accuracy"] == pytest.approx(r.metrics["test_accuracy"])
+
+
 @pytest.mark.parametrize("extra", [{}, {"ema": 0.99, "dist_align": True, "ema_teacher": True, "strong_labelled": True}],
                          ids=["plain", "ema+align+teacher"])
 def test_semi_resume_continues_exactly(tmp_path, interrupt_training, one_thread, extra):
