@@ -23,7 +23,7 @@ rows whose package is missing are marked "not installed".
 GFLOP/s = (training FLOPs per image, counted by torch.utils.flop_counter on one fwd+bwd step of the torch
 model) x images/s; % of peak compares that with the machine's dense-kernel peak for the precision used
 (fp32 or bf16): the fastest of a large matmul (torch's own and oneDNN's) and a large 3x3 convolution,
-measured at the start of the run; "% of matmul peak" compares it with the faster matmul alone.
+measured before every round of runs, the best kept; "% of matmul peak" compares it with the faster matmul alone.
 
 Each implementation runs `repeats` times (seed-ae 5, seed-cnn 3, resnet-cifar 1; --repeats overrides), the
 implementations taking turns, and the fastest run is reported, all runs kept in the JSON; the kernel peaks
