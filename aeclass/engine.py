@@ -254,6 +254,13 @@ def scored_batches(model: AEClassifier, x: torch.Tensor, precision: str, memory_
         yield i, xb, out
 
 
+def trained_only(metrics: dict, head: bool, decoder: bool) -> dict:
+    """`evaluate`'s metrics without those of a part the run never trained: an untrained head's accuracy or
+    an untrained decoder's error means nothing (shared by the run's own metrics and `aeclass evaluate`)."""
+    drop = ({"accuracy", "loss", "predictions"} if not head else set()) | ({"recon_mse"} if not decoder else set())
+    return {k: v for k, v in metrics.items() if k not in drop}
+
+
 @torch.no_grad()
 def evaluate(model: AEClassifier, x: torch.Tensor, y: torch.Tensor | None, precision: str = "fp32",
              batch_size: int = 1024, memory_format: str = "auto", tta_flip: bool = False, tta_shift: int = 0) -> dict:

@@ -24,7 +24,7 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[AEClassifie
 
 def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | None = None) -> dict:
     """Test metrics of a saved model on its own dataset's test split (or on `data`)."""
-    from .engine import evaluate
+    from .engine import evaluate, trained_only
     model, ck = load_model(checkpoint)
     cfg = ck["config"]
     ds = load_dataset(data or cfg["data"], data_dir or cfg.get("data_dir"), image_size=cfg.get("image_size"), channels=cfg.get("channels"),
@@ -35,13 +35,10 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | Non
         raise AeclassError(f"--data {ds.name}: {ds.num_classes} classes but the model has {len(ck['classes'])}")
     m = evaluate(model, ds.test_x, ds.test_y, tta_flip=bool(cfg.get("tta_flip", False)),
                  tta_shift=int(cfg.get("tta_shift", 0)))
-    # Like metrics.json: an untrained part's figures mean nothing (a --no-recon decoder, a pre-training
-    # phase's head). Checkpoints written before the "trained" key report everything the model has.
+    # Like metrics.json (a --no-recon decoder, say). Checkpoints written before the "trained" key report
+    # everything the model has.
     trained = ck.get("trained", {})
-    if trained.get("head") is False:
-        m = {k: v for k, v in m.items() if k not in ("accuracy", "loss")}
-    if trained.get("decoder") is False:
-        m.pop("recon_mse", None)
+    m = trained_only(m, trained.get("head", True), trained.get("decoder", True))
     return {"test_accuracy": m.get("accuracy"), "test_loss": m.get("loss"), "test_recon_mse": m.get("recon_mse"),
             "n_test": int(ds.test_x.shape[0]), "data": ds.name, "checkpoint": str(checkpoint)}
 

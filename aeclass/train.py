@@ -30,7 +30,7 @@ from .cpu import tune_allocator
 from .data import load_dataset
 from .data.augment import augment_to_string
 from .engine import (EMA, TrainData, confident_labels, evaluate, make_optimizer, phase_parameters, pick_device,
-                     steps_per_epoch, memory_format_for, train_phase_epoch)
+                     steps_per_epoch, memory_format_for, train_phase_epoch, trained_only)
 from .errors import AeclassError, ConfigError
 from .io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .models import AEClassifier, create_model
@@ -216,8 +216,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         # them and only the final metrics (and `aeclass evaluate` / `predict`) include them.
         m = evaluate(of if of is not None else final_model(), data.test_x, data.test_y, cfg.precision,
                      memory_format=cfg.memory_format, tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift if final else 0)
-        drop = ({"accuracy", "loss", "predictions"} if not classifies else set()) | ({"recon_mse"} if not reconstructs else set())
-        return {k: v for k, v in m.items() if k not in drop}
+        return trained_only(m, classifies, reconstructs)
 
     state = {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [], "best_loss": float("inf"),
              "elapsed": init_seconds}
@@ -319,8 +318,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
             if improved:
                 state["best_loss"] = means["train_loss"]
                 state["best_epoch"] = epoch_global
-            ckpt = _checkpoint(model, opt, gen, state, cfg, ds, ema, strategy_state,
-                               trained={"head": classifies, "decoder": reconstructs})
+            ckpt = _checkpoint(model, opt, gen, state, cfg, ds, {"head": classifies, "decoder": reconstructs},
+                               ema, strategy_state)
             save_checkpoint(ckpt, run_dir / "checkpoints" / "last.pt")
             if improved:
                 save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer_state", "train_model_state")},
@@ -349,7 +348,7 @@ def _cpu_state(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy_state=None, trained=None) -> dict:
+def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, trained: dict, ema=None, strategy_state=None) -> dict:
     # model_state is the model to use (the EMA average when --ema is on); train_model_state the raw
     # weights the optimiser is moving, needed only to resume. `trained` says which of head and decoder
     # the run trains, so that `aeclass evaluate` reports what metrics.json reports and nothing untrained.
@@ -359,7 +358,7 @@ def _checkpoint(model, opt, gen, state, cfg: TrainConfig, ds, ema=None, strategy
     return {
         "format": "aeclass-checkpoint-1",
         "model_spec": model.spec,
-        **({"trained": trained} if trained is not None else {}),
+        "trained": trained,
         "model_state": _cpu_state(ema.model if ema is not None else model),
         **extra,
         "optimizer_state": opt.state_dict(),
