@@ -43,7 +43,7 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--image-size", int, "resize images to this square size"),
     ("--channels", int, "1 (greyscale) or 3 (RGB); default: the data's own"),
     ("--model", str, "registered model: hybrid, cnn, conv_ae, mlp_ae, ..."),
-    ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi"),
+    ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi | ladder (--model ladder)"),
     ("--labels", str, "number of labelled training images (balanced per class, chosen by seed) or 'all'"),
     ("--epochs", int, "epochs of the (final) training phase"),
     ("--pretrain-epochs", int, "epochs of the autoencoder phase (pretrain-finetune, linear-probe)"),

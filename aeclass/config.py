@@ -27,7 +27,7 @@ class TrainConfig:
     model: str = "hybrid"                # a registered model name (aeclass.models.list_models())
     model_kwargs: dict = field(default_factory=dict)  # extra factory options, e.g. {code_dim: 64}
     # strategy
-    strategy: str = "joint"              # autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi
+    strategy: str = "joint"              # autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi | ladder
     recon_loss: str = "mse"              # mse | bce
     recon_weight: float = 1.0            # lambda in CE + lambda * reconstruction (joint, semi; 0 = no decoder in semi)
     noise: float = 0.0                   # std of Gaussian input noise for the reconstruction (denoising AE)
@@ -126,7 +126,7 @@ PRESETS: dict[str, dict] = {
 }
 
 CHOICES = {
-    "strategy": ("autoencoder", "supervised", "pretrain-finetune", "linear-probe", "joint", "semi"),
+    "strategy": ("autoencoder", "supervised", "pretrain-finetune", "linear-probe", "joint", "semi", "ladder"),
     "recon_loss": ("mse", "bce"),
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("constant", "cosine", "onecycle"),

@@ -13,6 +13,8 @@ only labelled rows, reconstruction losses use every row.
     joint               joint: CE(labelled) + lambda * reconstruction(all images), one optimiser
     semi                semi: CE(labelled, weak view) + lambda * denoising reconstruction(all, strong view)
                         + ramped w_u * FixMatch pseudo-label CE(unlabelled: confident weak -> strong view)
+    ladder              ladder: CE(labelled, corrupted pass) + lambda * per-layer denoising costs(unlabelled)
+                        of the Ladder network (--model ladder)
 """
 from __future__ import annotations
 
@@ -202,6 +204,21 @@ def semi_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     return {"loss": loss, **out, **parts}
 
 
+def ladder_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
+    """Ladder network step (Rasmus et al., 2015; the model is aeclass.models.ladder.LadderNet): cross-entropy
+    of the corrupted pass on the labelled rows, which lead the batch, plus cfg.recon_weight times the
+    model's weighted per-layer denoising costs on the other rows, with cfg.noise as the noise std of every
+    layer. "recon" is the input layer's cost: the pixel MSE of the denoised image."""
+    n_labelled = int((batch.y >= 0).sum())
+    out = model.ladder_losses(batch.x, n_labelled, cfg.noise, denoise=cfg.recon_weight > 0)
+    parts = _classification(out["logits"], batch.y, cfg)
+    if not out["layer_costs"]:  # --no-recon: the corrupted encoder alone, a noisy supervised network
+        return {"loss": parts["ce"], **parts}
+    denoise = sum(w * c for w, c in zip(model.costs, out["layer_costs"]))
+    loss = parts["ce"] + cfg.recon_weight * denoise
+    return {"loss": loss, "denoise": denoise.detach(), "recon": out["layer_costs"][0].detach(), **parts}
+
+
 def _pretrain(cfg: TrainConfig) -> Phase:
     return Phase("pretrain", cfg.pretrain_epochs or cfg.epochs, autoencoder_step, "all", trains=("encoder", "decoder"))
 
@@ -215,6 +232,12 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
     needs_head = s != "autoencoder"
     if needs_decoder and not model.has_decoder and not (pretrained and s in ("pretrain-finetune", "linear-probe")):
         raise ConfigError(f"--strategy {s} needs a model with a decoder; '{model.spec['name']}' has none (try --model hybrid)")
+    is_ladder = hasattr(model, "ladder_losses")
+    if s == "ladder" and not is_ladder:
+        raise ConfigError(f"--strategy ladder needs --model ladder, not '{model.spec['name']}'")
+    if is_ladder and s == "semi" and cfg.recon_weight > 0:
+        raise ConfigError("--model ladder: its decoder needs the lateral connections of --strategy ladder "
+                          "(or use semi with --no-recon)")
     if needs_head and not model.has_head:
         raise ConfigError(f"--strategy {s} needs a classification head; the dataset has no classes")
     if s == "autoencoder":
@@ -243,4 +266,7 @@ def build_phases(cfg: TrainConfig, model: AEClassifier, pretrained: bool = False
             phases += [Phase("student" if r == 0 else f"student{r + 1}", cfg.student_epochs, step, "all", trains=trains,
                              relabel=True) for r in range(cfg.student_rounds)]
         return phases
+    if s == "ladder":
+        trains = ("encoder", "decoder", "head") if cfg.recon_weight > 0 else ("encoder", "head")
+        return [Phase("ladder", cfg.epochs, ladder_step, "all", mix_labelled=True, trains=trains)]
     raise ConfigError(f"--strategy: unknown strategy '{s}'")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import ConfigError
 from .core import AEClassifier
+from .ladder import LadderNet
 from .layers import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, ResEncoder
 from .registry import register_model
 
@@ -63,3 +65,19 @@ def resnet(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128
     enc = ResEncoder(input_shape, tuple(widths), code_dim, depth=depth, stem=stem, code=code)
     dec = ConvDecoder(enc, input_shape[0], tuple(widths), code_dim) if decoder else None
     return AEClassifier(enc, code_dim, input_shape, decoder=dec, num_classes=num_classes)
+
+
+@register_model
+def ladder(input_shape, num_classes=None, hidden: tuple[int, ...] = (1000, 500, 250, 250, 250),
+           costs: tuple[float, ...] | None = None):
+    """The Ladder network of Rasmus et al. (2015), dense, with the paper's MNIST sizes (784-1000-500-250-
+    250-250-10) and per-layer denoising costs (default 1000 for the input, 10 for the first hidden layer,
+    0.1 above); trained by `--strategy ladder` (see aeclass/models/ladder.py)."""
+    if not num_classes:
+        raise ConfigError("--model ladder needs a dataset with classes (its top layer is the classifier)")
+    hidden = tuple(int(h) for h in hidden)
+    costs = tuple(costs) if costs is not None else (1000.0, 10.0) + (0.1,) * len(hidden)
+    try:
+        return LadderNet(input_shape, num_classes, hidden, costs)
+    except ValueError as e:
+        raise ConfigError(f"--model {e}") from None

@@ -1,0 +1,103 @@
+"""The Ladder network: model `ladder` (aeclass/models/ladder.py) and strategy `ladder`."""
+import json
+
+import pytest
+import torch
+
+from aeclass import TrainConfig, train
+from aeclass.errors import ConfigError
+from aeclass.models import create_model
+
+QUIET = dict(log=lambda *a: None, progress=False)
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    return create_model("ladder", (1, 8, 8), num_classes=4, hidden=(32, 16), **kw)
+
+
+def tiny(tmp_path, **kw):
+    base = dict(data="digits", labels=50, strategy="ladder", model="ladder", model_kwargs={"hidden": [64, 32]},
+                epochs=2, batch_size=64, labelled_batch_size=50, noise=0.3, out=str(tmp_path / "run"), report=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_labelled_rows_are_normalised_apart_from_the_unlabelled_ones():
+    m = small().train()
+    x = torch.rand(12, 1, 8, 8)
+    other = x.clone()
+    other[4:] = torch.rand(8, 1, 8, 8)
+    a = m.ladder_losses(x, 4, noise=0.0)["logits"][:4]
+    b = m.ladder_losses(other, 4, noise=0.0)["logits"][:4]
+    assert torch.allclose(a, b, atol=1e-6)  # the 4 labelled rows' statistics are their own
+    c = m.ladder_losses(other, 12, noise=0.0)["logits"][:4]  # every row labelled: one group
+    assert not torch.allclose(a, c, atol=1e-3)
+
+
+def test_denoising_costs_reach_every_weight():
+    m = small().train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(2):  # the combinators start at zero output (the paper's init): the top-down path opens after a step
+        opt.zero_grad()
+        out = m.ladder_losses(torch.rand(12, 1, 8, 8), 4, noise=0.3)
+        sum(out["layer_costs"]).backward()
+        opt.step()
+    assert len(out["layer_costs"]) == 4 and all(float(c.detach()) > 0 for c in out["layer_costs"])  # input, 2 hidden, top
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not missing, missing
+
+
+def test_without_denoising_there_is_no_decoder_pass():
+    m = small().train()
+    out = m.ladder_losses(torch.rand(12, 1, 8, 8), 4, noise=0.3, denoise=False)
+    assert out["layer_costs"] == []
+    out["logits"].pow(2).mean().backward()
+    assert all(p.grad is None for p in m.decoder.parameters())
+
+
+def test_eval_uses_running_statistics_from_the_clean_pass():
+    m = small().train()
+    for _ in range(5):
+        m.ladder_losses(torch.rand(20, 1, 8, 8), 10, noise=0.3)
+    assert int(m.head.tracked) == 5  # the clean pass tracks; the corrupted one does not
+    m.eval()
+    x = torch.rand(6, 1, 8, 8)
+    whole = m(x)["logits"]
+    one_by_one = torch.cat([m(x[i:i + 1])["logits"] for i in range(6)])
+    assert torch.allclose(whole, one_by_one, atol=1e-5)  # no batch statistics at test time
+
+
+def test_ladder_options_are_checked():
+    with pytest.raises(ConfigError, match="one weight per layer"):
+        small(costs=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="needs a dataset with classes"):
+        create_model("ladder", (1, 8, 8))
+
+
+def test_ladder_strategy_and_model_go_together(tmp_path):
+    with pytest.raises(ConfigError, match="needs --model ladder"):
+        train(tiny(tmp_path, model="hybrid", model_kwargs={}), **QUIET)
+    with pytest.raises(ConfigError, match="lateral connections"):
+        train(tiny(tmp_path, strategy="semi", out=str(tmp_path / "semi")), **QUIET)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "semi").exists()
+
+
+def test_ladder_trains_end_to_end_and_resumes_exactly(tmp_path, interrupt_training):
+    ref = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "ref")), **QUIET)
+    m = json.loads((ref.run_dir / "metrics.json").read_text())
+    assert m["strategy"] == "ladder" and 0.5 < m["test_accuracy"] <= 1.0
+    assert m["test_recon_mse"] is not None
+    interrupt_training.arm(2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), **QUIET)
+    interrupt_training.disarm()
+    resumed = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), resume=True, **QUIET)
+    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_ladder_without_denoising_trains_no_decoder(tmp_path):
+    r = train(tiny(tmp_path, recon_weight=0.0), **QUIET)
+    assert r.metrics["test_recon_mse"] is None  # an untrained decoder's error is not reported
+    assert r.metrics["test_accuracy"] > 0.3
