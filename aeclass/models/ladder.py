@@ -34,6 +34,19 @@ from .core import AEClassifier
 EPS = 1e-10  # the paper's BN epsilon; pre-activations of a 100-image batch never have zero variance
 
 
+def moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-unit batch mean and (biased) variance in fp32. Two passes over the rows, written out: torch.var
+    along dim 0 took 330 us on a 100x1000 batch on this CPU, this 60-100 us (bf16 or fp32 input)."""
+    zf = z.float()
+    m = zf.mean(0)
+    return m, (zf - m).square().mean(0)
+
+
+def standardise(z: torch.Tensor) -> torch.Tensor:
+    m, v = moments(z)
+    return (z - m) / torch.sqrt(v + EPS)
+
+
 class LadderLayer(nn.Module):
     """Linear map (no bias) -> batch normalisation without affine parameters -> + beta (and * gamma on
     the top layer). Running statistics are used in eval mode; a training-mode pass that is not corrupted
@@ -57,7 +70,7 @@ class LadderLayer(nn.Module):
             return (z_pre - m) / torch.sqrt(v + EPS), (m, v)
         parts, stats = [], None
         for part in z_pre.split(list(groups)):
-            m, v = part.mean(0), part.var(0, unbiased=False)
+            m, v = moments(part)
             parts.append((part - m) / torch.sqrt(v + EPS))
             stats = (m, v)
         if track:  # the clean pass of the last group (the unlabelled images) feeds the running statistics
@@ -65,7 +78,7 @@ class LadderLayer(nn.Module):
                 # A cumulative average over the first 100 batches, then an exponential one (momentum 0.01),
                 # so the statistics are usable from the first steps and average a hundred batches later.
                 self.tracked += 1
-                w = max(0.01, 1.0 / float(self.tracked))
+                w = (1.0 / self.tracked).clamp_min(0.01)  # a tensor: no host sync, no graph break when compiled
                 self.running_mean.lerp_(stats[0].float(), w)
                 self.running_var.lerp_(stats[1].float(), w)
         return torch.cat(parts) if len(parts) > 1 else parts[0], stats
@@ -120,7 +133,7 @@ class LadderDecoder(nn.Module):
         zhat = None
         for i in range(len(z_noisy) - 1, -1, -1):
             u = top if zhat is None else self.down[i](zhat)
-            u = (u - u.mean(0)) / torch.sqrt(u.var(0, unbiased=False) + EPS)
+            u = standardise(u)
             zhat = self.combine[i](z_noisy[i], u)
             out[i] = zhat
         return out
