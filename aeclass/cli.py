@@ -55,8 +55,8 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--schedule", str, "constant | cosine | onecycle"),
     ("--warmup-epochs", float, "linear warm-up length (onecycle/cosine)"),
     ("--recon-loss", str, "mse | bce"),
-    ("--recon-weight", float, "lambda: weight of the reconstruction loss (joint, semi)"),
-    ("--noise", float, "std of Gaussian input noise (denoising autoencoder)"),
+    ("--recon-weight", float, "lambda: weight of the reconstruction loss (joint, semi; ladder: of its denoising costs)"),
+    ("--noise", float, "std of Gaussian input noise (denoising autoencoder; ladder: of every layer's noise)"),
     ("--unlabelled-weight", float, "semi: weight of the pseudo-label loss on unlabelled images"),
     ("--confidence", float, "semi: top-class probability needed to use a pseudo-label (e.g. 0.95)"),
     ("--rampup-epochs", float, "semi: epochs over which the unlabelled weight ramps up"),
@@ -99,7 +99,7 @@ def _add_train(sub):
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or --out) from its last checkpoint")
     p.add_argument("--init", metavar="RUN_OR_CKPT", help="start from another run's weights (skips pre-training)")
-    p.add_argument("--no-recon", action="store_true", help="no reconstruction term (= --recon-weight 0; semi)")
+    p.add_argument("--no-recon", action="store_true", help="no reconstruction term (= --recon-weight 0; semi, ladder)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=cmd_train)

@@ -29,7 +29,7 @@ class TrainConfig:
     # strategy
     strategy: str = "joint"              # autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi | ladder
     recon_loss: str = "mse"              # mse | bce
-    recon_weight: float = 1.0            # lambda in CE + lambda * reconstruction (joint, semi; 0 = no decoder in semi)
+    recon_weight: float = 1.0            # lambda in CE + lambda * reconstruction (joint, semi, ladder; 0 = no decoder in semi, ladder)
     noise: float = 0.0                   # std of Gaussian input noise for the reconstruction (denoising AE)
     unlabelled_weight: float = 1.0       # semi: weight of the pseudo-label loss on unlabelled images (after ramp-up)
     confidence: float = 0.95             # semi: min. top-class probability of the weak view to use it as pseudo-label

@@ -111,6 +111,8 @@ def labelled_indices(train_y, labels: int | None, seed: int, num_classes: int):
 def _cell_config(cell: Cell, preset, config_file, overrides: dict, run_dir: Path) -> TrainConfig:
     flags = dict(overrides)
     flags.update(strategy=cell.strategy, labels=cell.label_text, seed=cell.seed, out=str(run_dir), report=False)
+    if cell.strategy == "ladder":  # the Ladder strategy has a model of its own (its default sizes), whatever --model says
+        flags.update(model="ladder", model_kwargs={})
     return build_config(preset=preset, config_file=config_file, overrides=flags, base=SWEEP_DEFAULTS)
 
 

@@ -217,3 +217,12 @@ def test_cli_sweep_errors(tmp_path, capsys, extra, message):
     argv = ["sweep", "--data", "digits", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "s"), "--quiet"]
     assert main(argv + extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sweep_trains_the_ladder_strategy_on_its_own_model(tmp_path):
+    d = tmp_path / "sweep"
+    small(d, strategies="supervised,ladder", labels="100", seeds=1, baseline=False)
+    rows = {r["strategy"]: r for r in read_rows(d)}
+    assert json.loads(rows["ladder"]["config"])["model"] == "ladder"
+    assert json.loads(rows["supervised"]["config"])["model"] != "ladder"
+    assert float(rows["ladder"]["test_accuracy"]) > 0.2  # 10 classes: chance is 0.1

@@ -62,7 +62,7 @@ def reconstruct(model: AEClassifier, x: torch.Tensor) -> tuple[torch.Tensor, tor
     """(originals in [0, 1], reconstructions, per-image MSE) for uint8 images x, all on the CPU."""
     dev = next(model.parameters()).device
     xf = to_float(x.to(dev))
-    r = model.decode(model.encode(xf)).float()
+    r = model(xf, classify=False)["recon"].float()  # forward, not decode(encode()): a Ladder decodes with its laterals
     mse = ((r - xf) ** 2).mean(dim=(1, 2, 3))
     return xf.cpu(), r.cpu(), mse.cpu()
 
