@@ -209,7 +209,7 @@ def ladder_step(model: AEClassifier, batch: Batch, cfg: TrainConfig) -> dict:
     of the corrupted pass on the labelled rows, which lead the batch, plus cfg.recon_weight times the
     model's weighted per-layer denoising costs on the other rows, with cfg.noise as the noise std of every
     layer. "recon" is the input layer's cost: the pixel MSE of the denoised image."""
-    n_labelled = int((batch.y >= 0).sum())
+    n_labelled = int((batch.y >= 0).sum())  # a host sync per step: splitting the rows into groups needs an int
     out = model.ladder_losses(batch.x, n_labelled, cfg.noise, denoise=cfg.recon_weight > 0)
     parts = _classification(out["logits"], batch.y, cfg)
     if not out["layer_costs"]:  # --no-recon: the corrupted encoder alone, a noisy supervised network

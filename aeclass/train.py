@@ -41,7 +41,9 @@ METRIC_FIELDS = ["phase", "epoch", "phase_epoch", "lr", "train_loss", "train_ce"
                  "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds",
                  # semi only, appended so the earlier columns keep their positions: the pseudo-label loss and
                  # the fraction of unlabelled images confident enough to get a pseudo-label
-                 "train_pseudo", "train_confident"]
+                 "train_pseudo", "train_confident",
+                 # ladder only: the weighted sum of its per-layer denoising costs (train_recon: the input layer's)
+                 "train_denoise"]
 
 
 @dataclass

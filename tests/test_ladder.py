@@ -1,4 +1,5 @@
 """The Ladder network: model `ladder` (aeclass/models/ladder.py) and strategy `ladder`."""
+import csv
 import json
 
 import pytest
@@ -88,6 +89,9 @@ def test_ladder_trains_end_to_end_and_resumes_exactly(tmp_path, interrupt_traini
     m = json.loads((ref.run_dir / "metrics.json").read_text())
     assert m["strategy"] == "ladder" and 0.5 < m["test_accuracy"] <= 1.0
     assert m["test_recon_mse"] is not None
+    rows = list(csv.DictReader(open(ref.run_dir / "metrics.csv")))
+    assert [r["phase"] for r in rows] == ["ladder"] * 3
+    assert float(rows[-1]["train_denoise"]) > 0 and float(rows[-1]["train_loss"]) > float(rows[-1]["train_denoise"])
     interrupt_training.arm(2)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), **QUIET)
