@@ -105,3 +105,20 @@ def test_ladder_without_denoising_trains_no_decoder(tmp_path):
     r = train(tiny(tmp_path, recon_weight=0.0), **QUIET)
     assert r.metrics["test_recon_mse"] is None  # an untrained decoder's error is not reported
     assert r.metrics["test_accuracy"] > 0.3
+
+
+@pytest.mark.slow
+def test_the_denoising_costs_beat_the_same_network_without_them_on_digits(tmp_path):
+    """The statistic behind "the autoencoder is the method" (MNIST-100: 0.95 % vs 11.3 %), on digits with 5 labels
+    per class: 3 label draws, the same draws with and without the denoising costs, mean gain >= MARGIN.
+    Measured when written (1 thread, 10 epochs): with the costs 90.28 / 90.28 / 91.11 %, without 86.11 / 85.00 /
+    89.44 %: a gain of 3.7 points."""
+    margin = 0.02
+
+    def accuracy(recon_weight: float, seed: int) -> float:
+        cfg = tiny(tmp_path, model_kwargs={}, epochs=10, recon_weight=recon_weight, seed=seed, threads=1, augment="none",
+                   out=str(tmp_path / f"{recon_weight}-{seed}"))
+        return train(cfg, **QUIET).metrics["test_accuracy"]
+
+    gains = [accuracy(1.0, s) - accuracy(0.0, s) for s in (0, 1, 2)]
+    assert sum(gains) / 3 >= margin, gains
