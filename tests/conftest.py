@@ -41,4 +41,23 @@ def interrupt_training(monkeypatch):
 
         def disarm(self):
             monkeypatch.setattr(tr, "_write_csv", real)
+
+        def resume_after_cut(self, cfg, after: int, before_resume=None):
+            """Train `cfg` until it is interrupted after epoch `after`, call `before_resume()` if given,
+            resume the run and return the resumed run's result."""
+            quiet = dict(log=lambda *a: None, progress=False)
+            self.arm(after)
+            with pytest.raises(KeyboardInterrupt):
+                tr.train(cfg, **quiet)
+            self.disarm()
+            if before_resume is not None:
+                before_resume()
+            return tr.train(cfg, resume=True, **quiet)
     return Interrupt()
+
+
+def assert_same_weights(a, b) -> None:
+    """Two models' state dicts are identical, tensor by tensor (bit for bit)."""
+    import torch
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k

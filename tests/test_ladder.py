@@ -8,6 +8,7 @@ import torch
 from aeclass import TrainConfig, train
 from aeclass.errors import ConfigError
 from aeclass.models import create_model
+from conftest import assert_same_weights
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -92,13 +93,8 @@ def test_ladder_trains_end_to_end_and_resumes_exactly(tmp_path, interrupt_traini
     rows = list(csv.DictReader(open(ref.run_dir / "metrics.csv")))
     assert [r["phase"] for r in rows] == ["ladder"] * 3
     assert float(rows[-1]["train_denoise"]) > 0 and float(rows[-1]["train_loss"]) > float(rows[-1]["train_denoise"])
-    interrupt_training.arm(2)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), **QUIET)
-    interrupt_training.disarm()
-    resumed = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), resume=True, **QUIET)
-    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(va, vb), k
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), 2)
+    assert_same_weights(ref.model, resumed.model)
 
 
 def test_ladder_without_denoising_trains_no_decoder(tmp_path):

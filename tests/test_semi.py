@@ -13,6 +13,7 @@ from aeclass.cli import main
 from aeclass.data import load_dataset
 from aeclass.errors import ConfigError
 from aeclass.strategies import rampup, strong_view
+from conftest import assert_same_weights
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -78,13 +79,8 @@ def test_semi_resume_continues_exactly(tmp_path, interrupt_training, one_thread,
     the EMA weights and the alignment's running class distribution are checkpointed too), resume: the
     same weights as the uninterrupted run."""
     ref = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "ref"), **extra), **QUIET)
-    interrupt_training.arm(1)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut"), **extra), **QUIET)
-    interrupt_training.disarm()
-    resumed = train(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut"), **extra), resume=True, **QUIET)
-    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(va, vb), k
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, epochs=2, rampup_epochs=2, out=str(tmp_path / "cut"), **extra), 1)
+    assert_same_weights(ref.model, resumed.model)
     if extra:
         ck = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)
         assert set(ck["strategy_state"]) == {"p_model"} and ck["ema_updates"] > 0
@@ -249,13 +245,8 @@ def test_student_resume_continues_exactly(tmp_path, interrupt_training, one_thre
     checkpoint, not from relabelling, and the weights match the uninterrupted run."""
     kw = dict(epochs=1, student_epochs=2, ema=0.99)
     ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **kw), **QUIET)
-    interrupt_training.arm(2)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), **QUIET)
-    interrupt_training.disarm()
-    resumed = train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), resume=True, **QUIET)
-    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(va, vb), k
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), 2)
+    assert_same_weights(ref.model, resumed.model)
     for key in ("teacher_test_accuracy", "student_pseudo_labels", "test_accuracy"):
         assert ref.metrics[key] == resumed.metrics[key]
 
@@ -340,14 +331,9 @@ def test_teacher_resume_needs_only_the_checkpoint(tmp_path, interrupt_training, 
     t = train(tiny(tmp_path, epochs=1, out=str(tmp_path / "teacher")), **QUIET)
     kw = dict(teacher=str(t.run_dir), student_epochs=2)
     ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **kw), **QUIET)
-    interrupt_training.arm(1)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), **QUIET)
-    interrupt_training.disarm()
-    shutil.rmtree(t.run_dir)
-    resumed = train(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), resume=True, **QUIET)
-    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(va, vb), k
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), 1,
+                                                  before_resume=lambda: shutil.rmtree(t.run_dir))
+    assert_same_weights(ref.model, resumed.model)
 
 
 def test_bad_teacher_fails_before_anything_is_written(tmp_path, capsys, one_thread):

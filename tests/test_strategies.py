@@ -9,6 +9,7 @@ import yaml
 from aeclass import TrainConfig, train
 from aeclass.errors import AeclassError, ConfigError
 from aeclass.inference import load_model
+from conftest import assert_same_weights
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -83,13 +84,8 @@ def test_same_seed_same_result_and_resume_continues_exactly(tmp_path):
 def test_resume_mid_run_after_interruption(tmp_path, interrupt_training):
     """Kill a run after its 2nd epoch (simulated), resume: same weights as an uninterrupted run."""
     ref = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "ref")), **QUIET)
-    interrupt_training.arm(2)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), **QUIET)
-    interrupt_training.disarm()
-    resumed = train(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), resume=True, **QUIET)
-    for (k, va), vb in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(va, vb), k
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, epochs=3, out=str(tmp_path / "cut")), 2)
+    assert_same_weights(ref.model, resumed.model)
     assert resumed.metrics["test_accuracy"] == ref.metrics["test_accuracy"]
 
 
