@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR="${AECLASS_DATA:-../shared/datasets}"
 aeclass sweep --data mnist --data-dir "$DATA_DIR" \
-  --strategies supervised,pretrain-finetune,linear-probe,joint,semi --labels 100,1000,all --seeds 2 --epochs 1 \
+  --strategies supervised,pretrain-finetune,linear-probe,joint,semi,ladder --labels 100,1000,all --seeds 2 --epochs 1 \
   --config benchmarks/configs/sweep-mnist.yaml --out benchmarks/results/sweep-mnist --no-report "$@"
 cp benchmarks/results/sweep-mnist/accuracy_vs_labels.png docs/images/sweep-mnist.png
