@@ -151,7 +151,6 @@ class LadderNet(AEClassifier):
                              f"({len(dims)} for hidden={list(hidden)}), got {len(costs)}")
         super().__init__(LadderEncoder(dims[:-1]), dims[-2], input_shape, decoder=LadderDecoder(dims),
                          num_classes=num_classes, head=LadderLayer(dims[-2], num_classes, top=True))
-        self.dims = dims
         self.costs = tuple(float(c) for c in costs)
 
     def _layers(self) -> list[LadderLayer]:
