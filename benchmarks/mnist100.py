@@ -65,8 +65,12 @@ V8_TEACHER = dict(data="mnist", labels=100, strategy="ladder", model="ladder", b
                   optimizer="adam", lr=2e-3, schedule="cosine", warmup_epochs=0, noise=0.3, recon_weight=1.0,
                   precision="bf16", augment="none", epochs=20, report=False)
 V8 = {**V5}
-RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": V4, "v5": V5, "v6": V6, "v7": V7, "v8": V8}
-TEACHERS = {"v7": V7_TEACHER, "v8": V8_TEACHER}  # recipes whose first teacher is a run of its own
+# v9: v8 with 30 Ladder epochs instead of 20 (the paper trains 150), tried after v8 met the 1.0 % target, for the
+# 0.9 % stretch; about 200 s more per draw, still inside the 15 minutes.
+V9_TEACHER = {**V8_TEACHER, "epochs": 30}
+V9 = {**V8}
+RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": V4, "v5": V5, "v6": V6, "v7": V7, "v8": V8, "v9": V9}
+TEACHERS = {"v7": V7_TEACHER, "v8": V8_TEACHER, "v9": V9_TEACHER}  # recipes whose first teacher is a run of its own
 # The default: v8, the best of the recipes measured on all five draws (v1 1.62 %, v5 1.27 %, v8 0.95 %); v2-v4 did
 # not beat v1 on draw 0, v6 and v7 did not beat v5 there.
 RECIPE = "v8"
