@@ -181,7 +181,7 @@ class LadderNet(AEClassifier):
 
     def forward(self, x: torch.Tensor, decode: bool = True, classify: bool = True) -> dict[str, torch.Tensor]:
         logits, zs, _ = self._pass(x, 0.0, (x.shape[0],), track=self.training)
-        out = {"code": torch.relu(zs[-2] + self.encoder.layers[-1].beta)}
+        out = {"code": self.encoder.layers[-1].activate(zs[-2])}  # the last hidden layer's output, as encode() gives
         if classify:
             out["logits"] = logits
         if decode:
