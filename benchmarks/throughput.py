@@ -20,6 +20,9 @@ Implementations (each measured in its own subprocess, one after the other, so th
 Keras and Pythae come from the optional `bench` extra (`pip install -c constraints.txt -e ".[bench]"`);
 rows whose package is missing are marked "not installed".
 
+The aeclass rows also show a "kernels-alone bound" (see kernel_bound): the % of the matmul peak the step
+would reach if it ran only its matmuls and convolutions, each at the rate it reaches replayed alone.
+
 GFLOP/s = (training FLOPs per image, counted by torch.utils.flop_counter on one fwd+bwd step of the torch
 model) x images/s; % of peak compares that with the machine's dense-kernel peak for the precision used
 (fp32 or bf16): the fastest of a large matmul (torch's own and oneDNN's) and a large 3x3 convolution,
@@ -140,6 +143,66 @@ def onednn_matmul_rate(n: int, dtype: torch.dtype, best_of) -> float | None:
     except (RuntimeError, TypeError) as e:  # dtype or layer not supported by this build
         print(f"note: oneDNN matmul not measured ({str(e).splitlines()[0]})", file=sys.stderr)
         return None
+
+
+def kernel_bound(w: dict, shape, precision: str, reps: int = 20) -> dict:
+    """How fast one training step could be if it ran nothing but its matmuls and convolutions.
+
+    One aeclass-style step (the model as aeclass trains it: channels_last for convolutions, bf16 autocast
+    where asked, the same loss) runs under a dispatch mode that records every call of the ops that torch's
+    FLOP counter counts (mm, addmm, convolution, convolution_backward, ...), with their exact shapes, strides
+    and dtypes. Each call is then replayed on copies of its inputs, alone and warm, and its best time kept.
+    The sum is a lower bound on the step's time and the step's FLOPs over it an upper bound on the
+    efficiency any engine built on torch's kernels can reach for this network and batch: whatever else a
+    step does (elementwise work, pooling, the optimiser) only adds time. (Another library's kernels could
+    be faster for some shapes: on this AMD CPU oneDNN's fp32 matmul beats the MKL one torch calls.)
+    Replayed kernels find their inputs in cache, which makes the bound, if anything, optimistic.
+    Returns the step's kernel seconds per image and each recorded call's best time."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    from aeclass.engine import memory_format_for
+    counted = set(flop_registry)
+    calls: list = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func.overloadpacket in counted:
+                calls.append((func, *torch.utils._pytree.tree_map_only(torch.Tensor, _strided_copy, (args, kwargs))))
+            return func(*args, **kwargs)
+
+    model = torch_model(w, shape)
+    fmt = memory_format_for(model, "auto")
+    model = model.to(memory_format=fmt)
+    x = torch.rand(w["batch"], *shape).contiguous(memory_format=fmt)
+    with Record(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = model(x)
+        if "logits" in out:
+            loss = torch.nn.functional.cross_entropy(out["logits"].float(), torch.randint(0, 10, (w["batch"],)))
+        else:
+            loss = torch.nn.functional.mse_loss(out["recon"].float(), x)
+    with Record():
+        loss.backward()
+    per_call = []
+    with torch.no_grad():
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)  # warm-up
+            best = float("inf")
+            for _ in range(reps):
+                t = time.perf_counter()
+                func(*args, **kwargs)
+                best = min(best, time.perf_counter() - t)
+            dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
+            per_call.append({"op": str(func.overloadpacket).split(".")[-1], "dtype": str(dtype).split(".")[-1],
+                             "seconds": best})
+    seconds = sum(c["seconds"] for c in per_call)
+    return {"seconds_per_image": seconds / w["batch"], "calls": per_call}
+
+
+def _strided_copy(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy of `t` with the same shape, strides and dtype (a replayed kernel sees the same layout)."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).copy_(t.detach())
 
 
 # ---------------------------------------------------------------- the implementations (worker side)
@@ -348,10 +411,14 @@ def main() -> None:
         # are measured again before every round, keeping the best, so that a fast stretch raises the
         # peak as it raises the throughput. Every run is kept in the JSON.
         runs: dict[str, list] = {impl: [] for impl in impls}
+        bounds = results.setdefault("kernel_bound", {}).setdefault(workload, {})
         for _ in range(args.repeats or w["repeats"]):
             for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                 now = dense_peak(dtype)
                 kernels[prec] = {k: max(v or 0.0, (kernels.get(prec) or {}).get(k) or 0.0) for k, v in now.items()}
+                b = kernel_bound(w, shape, prec)
+                if prec not in bounds or b["seconds_per_image"] < bounds[prec]["seconds_per_image"]:
+                    bounds[prec] = {**b, "gflops": flops / b["seconds_per_image"] / 1e9}
             for impl in impls:
                 runs[impl].append(measure(workload, impl, args.synthetic, args.limit))
         peaks = results["peak_gflops"] = {k: v["peak"] for k, v in kernels.items()}
@@ -364,6 +431,10 @@ def main() -> None:
             if "seconds" in res:
                 row["images_per_s"] = res["images"] / res["seconds"]
                 row["gflops"] = flops * row["images_per_s"] / 1e9
+                if impl.startswith("aeclass"):
+                    # the share of the step's time its matmuls/convs would take alone (see kernel_bound)
+                    bound = bounds["bf16" if "bf16" in impl else "fp32"]
+                    row["kernel_share"] = bound["seconds_per_image"] * row["images_per_s"]
             results["rows"].append(row)
             print(json.dumps(row))
         for row in results["rows"]:  # every row against the best peaks measured so far
@@ -377,14 +448,15 @@ def write_markdown(results: dict, path: Path) -> None:
     from aeclass.io import atomic_write_text
     peaks = results["peak_gflops"]
     kernels = results.get("kernels_gflops", {})
+    bounds = results.get("kernel_bound", {})
     lines = ["| workload | implementation | images/s | vs keras | vs pythae | GFLOP/s | % of peak | % of matmul peak "
-             "| test result | data |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| kernels-alone bound | test result | data |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for workload in dict.fromkeys(r["workload"] for r in results["rows"]):
         rows = [r for r in results["rows"] if r["workload"] == workload]
         ref = {r["impl"]: r.get("images_per_s") for r in rows}
         for r in rows:
             if "images_per_s" not in r:
-                lines.append(f"| {workload} | {r['impl']} | {r.get('error', '')} | | | | | | | |")
+                lines.append(f"| {workload} | {r['impl']} | {r.get('error', '')} | | | | | | | | |")
                 continue
             ratio = {k: (f"{r['images_per_s'] / ref[k]:.2f}x" if ref.get(k) else "") for k in ("keras", "pythae")}
             result = (f"acc {100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None
@@ -394,15 +466,20 @@ def write_markdown(results: dict, path: Path) -> None:
             k = kernels.get("bf16" if "bf16" in r["impl"] else "fp32", {})
             mm = k.get("matmul_best", k.get("matmul"))  # results written before oneDNN was measured lack it
             pct_mm = f"{100 * r['gflops'] / mm:.0f}%" if mm else ""
+            # The matmul-peak percentage the step would reach doing only its matmuls/convs (aeclass rows).
+            b = bounds.get(workload, {}).get("bf16" if "bf16" in r["impl"] else "fp32")
+            bound = f"{100 * b['gflops'] / mm:.0f}%" if (b and mm and r["impl"].startswith("aeclass")) else ""
             lines.append(f"| {workload} | {r['impl']} | {r['images_per_s']:,.0f} | {ratio['keras']} | {ratio['pythae']} "
-                         f"| {r['gflops']:.1f} | {r['pct_of_peak']:.0f}% | {pct_mm} | {result} | {r['data']} |")
+                         f"| {r['gflops']:.1f} | {r['pct_of_peak']:.0f}% | {pct_mm} | {bound} | {result} | {r['data']} |")
     m = results["machine"]
     detail = "; ".join(f"{p}: matmul {v['matmul']:.0f} (torch) / {v.get('matmul_onednn') or 0:.0f} (oneDNN), "
                        f"conv3x3 {v['conv3x3']:.0f}" for p, v in kernels.items())
     lines.append(f"\nPeak (the fastest of a 2048^3 matmul, by torch and by oneDNN, and a 3x3 conv, measured in the same run; "
                  f"'% of matmul peak' uses the faster matmul): fp32 {peaks['fp32']:.0f} "
                  f"GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s ({detail}). {m['processor']}, {m['cpu_threads']} threads, "
-                 f"torch {m['torch']}.")
+                 f"torch {m['torch']}. 'kernels-alone bound': the step's FLOPs over the time its matmul and "
+                 f"convolution calls take when replayed alone (benchmarks/throughput.py: kernel_bound), as a % of "
+                 f"the matmul peak: the most an engine calling the same kernels could reach for this network and batch.")
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
