@@ -52,6 +52,8 @@ TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and c
     ("--lr", float, "peak learning rate"),
     ("--optimizer", str, "adam | adamw | sgd"),
     ("--weight-decay", float, "weight decay"),
+    ("--momentum", float, "sgd: momentum (default 0.9)"),
+    ("--nesterov", _bool, "sgd: Nesterov momentum (true/false)"),
     ("--schedule", str, "constant | cosine | onecycle"),
     ("--warmup-epochs", float, "linear warm-up length (onecycle/cosine)"),
     ("--recon-loss", str, "mse | bce"),

@@ -207,16 +207,27 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     kind = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}.get(cfg.optimizer, torch.optim.Adam)
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        kw["momentum"] = cfg.momentum
+        kw.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
     if cfg.fused_optimizer:
         kw["fused"] = True
     try:
-        return kind(params, **kw)
+        return kind(param_groups(params, cfg.weight_decay), **kw)
     except (RuntimeError, TypeError) as e:  # fused kernels need a recent torch for CPU parameters
         if not cfg.fused_optimizer:
             raise
         raise ConfigError(f"--fused-optimizer: torch {torch.__version__} has no fused {cfg.optimizer} here "
                           f"({str(e).splitlines()[0]}); leave it off") from None
+
+
+def param_groups(params, weight_decay: float) -> list[dict]:
+    """Optimiser groups by the `lr_scale` a model may set on a parameter (timm's convention; e.g. fastcnn's
+    BatchNorm biases learn 64x faster). A scaled group gets weight_decay / lr_scale, so that the decay per
+    step (lr x weight decay) is the same for every weight. The engine sets each group's lr to the
+    schedule's lr x its lr_scale."""
+    groups: dict[float, list] = {}
+    for p in params:
+        groups.setdefault(float(getattr(p, "lr_scale", 1.0)), []).append(p)
+    return [{"params": ps, "lr_scale": s, "weight_decay": weight_decay / s} for s, ps in sorted(groups.items())]
 
 
 def phase_parameters(model: AEClassifier, phase: Phase) -> list[nn.Parameter]:
@@ -333,7 +344,7 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
         batch.x = batch.x.contiguous(memory_format=fmt)
         lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.schedule)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         with autocast(device, cfg.precision):
             losses = phase.step(model, batch, cfg)
         loss = losses["loss"]

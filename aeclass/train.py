@@ -185,14 +185,19 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     xf = ds.train_x.float() / 255.0
     model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
     init_seconds = 0.0
-    if cfg.pca_init and not resume:  # a resumed run loads its weights from the checkpoint instead
+    # Layers set from the data: fastcnn's whitening stem (always), --pca-init. Counted as training time; a
+    # resumed run loads its weights from the checkpoint instead.
+    if not resume and (cfg.pca_init or model.needs_data_init):
         t0 = time.perf_counter()
-        pick = torch.randperm(xf.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:PCA_SAMPLE]
-        try:
-            model.pca_init_(xf[pick].to(device))
-        except ValueError as e:
-            raise ConfigError(f"--pca-init: {e}; model '{cfg.model}' is not one") from None
-        init_seconds = time.perf_counter() - t0  # counted as training time
+        sample = xf[torch.randperm(xf.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:PCA_SAMPLE]].to(device)
+        model.data_init_(sample)
+        if cfg.pca_init:
+            try:
+                model.pca_init_(sample)
+            except ValueError as e:
+                raise ConfigError(f"--pca-init: {e}; model '{cfg.model}' is not one") from None
+        del sample
+        init_seconds = time.perf_counter() - t0
     del xf
     if init:
         load_init_weights(model, init)
@@ -251,11 +256,12 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     log(f"run {run_dir}: {cfg.strategy} on {ds.name} {tuple(ds.image_shape)}, {data.n_labelled} labelled / "
         f"{ds.train_x.shape[0]} train images, model {cfg.model} ({info['parameters']:,} parameters), {device}")
 
+    trainable = [p for p in model.parameters() if p.requires_grad]
     bars = _Progress(progress)
     epoch_global = sum(p.epochs for p in phases[:state["phase_index"]]) + state["phase_epoch"]
     for pi in range(state["phase_index"], len(phases)):
         phase = phases[pi]
-        for p in model.parameters():
+        for p in trainable:  # a phase may have frozen some; weights frozen by design (fastcnn's stem) stay so
             p.requires_grad_(True)
         start_epoch = state["phase_epoch"] if pi == state["phase_index"] else 0
         phase_data = data

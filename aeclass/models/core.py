@@ -46,6 +46,18 @@ class AEClassifier(nn.Module):
         self.in_mean.copy_(mean.reshape(self.in_mean.shape))
         self.in_std.copy_(std.clamp_min(1e-3).reshape(self.in_std.shape))
 
+    @property
+    def needs_data_init(self) -> bool:
+        """Whether the encoder sets layers from the training data before training (see data_init_)."""
+        return hasattr(self.encoder, "data_init_")
+
+    @torch.no_grad()
+    def data_init_(self, x: torch.Tensor) -> None:
+        """Let an encoder that sets layers from the data (fastcnn's whitening stem) see `x`, a float sample of
+        training images in [0, 1], standardised as the encoder sees its input; others ignore it."""
+        if self.needs_data_init:
+            self.encoder.data_init_((x - self.in_mean) / self.in_std)
+
     @torch.no_grad()
     def pca_init_(self, x: torch.Tensor) -> None:
         """Start a dense autoencoder with one linear code layer (mlp_ae without hidden layers) at PCA.

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .core import AEClassifier
+from .fastcnn import Scaled, WhitenedConvEncoder
 from .ladder import LadderNet
 from .layers import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, ResEncoder
 from .registry import register_model
@@ -65,6 +66,20 @@ def resnet(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128
     enc = ResEncoder(input_shape, tuple(widths), code_dim, depth=depth, stem=stem, code=code)
     dec = ConvDecoder(enc, input_shape[0], tuple(widths), code_dim) if decoder else None
     return AEClassifier(enc, code_dim, input_shape, decoder=dec, num_classes=num_classes)
+
+
+@register_model
+def fastcnn(input_shape, num_classes=None, widths: tuple[int, ...] = (64, 256, 256), temperature: float = 9.0,
+            bn_momentum: float = 0.4):
+    """A fast CIFAR-10 classifier on the design of airbench94 (see aeclass/models/fastcnn.py): a frozen
+    2x2 patch-whitening stem set from the data, three conv-pool-BN-GELU groups, a global max-pool code and a
+    bias-free linear head whose logits are divided by `temperature`. No decoder; about 1.97 M parameters."""
+    try:
+        enc = WhitenedConvEncoder(input_shape, tuple(int(w) for w in widths), bn_momentum=bn_momentum)
+    except ValueError as e:
+        raise ConfigError(f"--model fastcnn: {e}") from None
+    head = nn.Sequential(nn.Linear(enc.code_dim, num_classes, bias=False), Scaled(1.0 / temperature)) if num_classes else None
+    return AEClassifier(enc, enc.code_dim, input_shape, num_classes=num_classes, head=head)
 
 
 @register_model
