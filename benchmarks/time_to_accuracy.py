@@ -29,6 +29,7 @@ ENTRIES = {
     "fast-mnist-fp32": ("fast-mnist", {"precision": "fp32"}, "accuracy", 0.992, 20),
     "fast-mnist-long": ("fast-mnist-long", {}, "accuracy", 0.996, 180),
     "fast-cifar": ("fast-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
+    "fastcnn-cifar": ("fastcnn-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
 }
 
 
