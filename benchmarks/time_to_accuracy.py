@@ -10,7 +10,7 @@ Targets (2 CPU cores): MNIST >= 99.2 % in <= 20 s and >= 99.6 % in <= 3 min; CIF
 >= 90 % in <= 20 min; dense AE 784-32-784 test MSE <= 0.0090 in <= 20 s. The "-fp32" entries rerun a
 recipe in fp32 to show bf16's accuracy parity.
 
-    python benchmarks/time_to_accuracy.py                      # everything (about 30 min here)
+    python benchmarks/time_to_accuracy.py                      # everything (about 45 min here)
     python benchmarks/time_to_accuracy.py --only fast-mnist,fast-mnist-fp32   # (re)run these
 """
 from __future__ import annotations
