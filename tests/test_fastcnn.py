@@ -88,3 +88,20 @@ def test_nesterov_and_momentum_are_checked(tmp_path):
         build_config(overrides=dict(nesterov="yes"))
     opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], tiny(tmp_path))
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.85
+
+
+def test_fastcnn_checkpoint_and_exports_give_the_trained_models_scores(tmp_path):
+    """The data-set stem and the frozen BatchNorm scales are ordinary weights: a checkpoint, the safetensors
+    export and the torch.export program all reproduce the trained model's scores."""
+    from aeclass.inference import export, load_exported, load_model
+    r = train(tiny(tmp_path, epochs=1), **QUIET)
+    paths = export(r.run_dir, tmp_path / "m")
+    model, _ = load_model(r.run_dir)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        ref = r.model.eval()(x)["logits"]
+        assert torch.allclose(model(x)["logits"], ref, atol=1e-6)
+        assert torch.allclose(load_exported(tmp_path / "m.safetensors")(x)["logits"], ref, atol=1e-6)
+        program = torch.export.load(str(tmp_path / "m.pt2")).module()
+        assert torch.allclose(program(x)[0], ref, atol=1e-5)
+    assert {p.suffix for p in paths} >= {".safetensors", ".pt2"}
