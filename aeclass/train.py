@@ -72,12 +72,14 @@ def build_model(cfg: TrainConfig, ds) -> AEClassifier:
 
 def restart_weights(model: AEClassifier, cfg: TrainConfig, ds) -> None:
     """Draw fresh weights for `model` in place, as a new model of the same spec starts (seeded by
-    cfg.seed), keeping its input statistics. In place so the optimiser, compiled modules and memory
-    format stay as they are."""
+    cfg.seed), keeping its input statistics and the weights that are set from the data rather than learned
+    (those its factory builds frozen, e.g. fastcnn's whitening stem). In place so the optimiser, compiled
+    modules and memory format stay as they are."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
-        fresh = build_model(cfg, ds).state_dict()
-    keep = {"in_mean", "in_std"}
+        new = build_model(cfg, ds)
+    fresh = new.state_dict()
+    keep = {"in_mean", "in_std"} | {name for name, p in new.named_parameters() if not p.requires_grad}
     missing, unexpected = model.load_state_dict({k: v for k, v in fresh.items() if k not in keep}, strict=False)
     if set(missing) != keep or unexpected:  # a model whose state is not what its own factory builds
         raise AeclassError(f"cannot restart '{cfg.model}' from fresh weights (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -105,3 +105,16 @@ def test_fastcnn_checkpoint_and_exports_give_the_trained_models_scores(tmp_path)
         program = torch.export.load(str(tmp_path / "m.pt2")).module()
         assert torch.allclose(program(x)[0], ref, atol=1e-5)
     assert {p.suffix for p in paths} >= {".safetensors", ".pt2"}
+
+
+def test_fresh_weights_for_a_student_keep_the_stem_set_from_the_data(tmp_path):
+    """Self-training students start from fresh weights (restart_weights); fastcnn's stem is not learned but
+    set from the data, so it must survive, while the convolutions are drawn again."""
+    from aeclass.data import load_dataset
+    from aeclass.train import restart_weights
+    cfg = tiny(tmp_path)
+    model = train(cfg, **QUIET).model
+    stem, conv = model.encoder.whiten.weight.clone(), model.encoder.groups[0][0].weight.clone()
+    restart_weights(model, cfg, load_dataset("digits"))
+    assert torch.equal(model.encoder.whiten.weight, stem)
+    assert not torch.equal(model.encoder.groups[0][0].weight, conv)
