@@ -153,7 +153,7 @@ def kernel_bound(w: dict, shape, precision: str, reps: int = 20) -> dict:
     FLOP counter counts (mm, addmm, convolution, convolution_backward, ...), with their exact shapes, strides
     and dtypes. Each call is then replayed on copies of its inputs, alone and warm, and its best time kept.
     The sum is a lower bound on the step's time and the step's FLOPs over it an upper bound on the
-    efficiency any engine built on torch's kernels can reach for this network and batch: whatever else a
+    efficiency any loop calling the same kernels can reach for this network and batch: whatever else a
     step does (elementwise work, pooling, the optimiser) only adds time. (Another library's kernels could
     be faster for some shapes: on this AMD CPU oneDNN's fp32 matmul beats the MKL one torch calls.)
     Replayed kernels find their inputs in cache, which makes the bound, if anything, optimistic.
