@@ -42,6 +42,19 @@ def run_preset(preset: str, overrides: dict, run_dir: Path, log=None):
     return cfg, metrics, time.perf_counter() - t0
 
 
+def best_seconds(fn, reps: int) -> float:
+    """The fastest of `reps` timed calls of fn(), after one untimed warm-up call (as timeit takes the minimum:
+    slower calls measure the machine's other work, not the code)."""
+    import time
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,

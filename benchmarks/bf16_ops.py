@@ -11,21 +11,14 @@ Writes benchmarks/results/bf16_ops.json and .md. About 10 s.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
-from _common import RESULTS, machine, save_results
+from _common import RESULTS, best_seconds, machine, save_results
 
 
 def best_us(fn, reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e6
+    return best_seconds(fn, reps) * 1e6
 
 
 def main() -> None:

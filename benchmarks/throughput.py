@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RESULTS, cifar_zip, machine, save_results, shared_datasets
+from _common import RESULTS, best_seconds, cifar_zip, machine, save_results, shared_datasets
 
 WORKLOADS = {
     # name: data, model (registry), model kwargs, batch size, epochs measured, repeats (best of; short
@@ -108,13 +108,7 @@ def dense_peak(dtype: torch.dtype, reps: int = 5) -> dict:
     differ a lot on some CPUs: on this AMD EPYC, torch's fp32 `a @ b` runs at less than half the rate of
     oneDNN's fp32 matmul and convolution."""
     def best_of(fn, flops):
-        fn()
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return flops / best / 1e9
+        return flops / best_seconds(fn, reps) / 1e9
     n = 2048
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(dtype).to(memory_format=torch.channels_last)
@@ -187,12 +181,7 @@ def kernel_bound(w: dict, shape, precision: str, reps: int = 20) -> dict:
     per_call = []
     with torch.no_grad():
         for func, args, kwargs in calls:
-            func(*args, **kwargs)  # warm-up
-            best = float("inf")
-            for _ in range(reps):
-                t = time.perf_counter()
-                func(*args, **kwargs)
-                best = min(best, time.perf_counter() - t)
+            best = best_seconds(lambda: func(*args, **kwargs), reps)
             dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
             per_call.append({"op": str(func.overloadpacket).split(".")[-1], "dtype": str(dtype).split(".")[-1],
                              "seconds": best})
