@@ -229,14 +229,14 @@ def validate(values: dict) -> TrainConfig:
         raise ConfigError(f"--channels: expected 1 or 3, got {cfg.channels!r}")
     if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 4):
         raise ConfigError(f"--image-size: expected an integer >= 4, got {cfg.image_size!r}")
-    if not 0 <= cfg.momentum < 1:
-        raise ConfigError(f"--momentum: expected a number in [0, 1), got {cfg.momentum!r}")
-    if cfg.nesterov is True and cfg.optimizer == "sgd" and cfg.momentum == 0:
-        raise ConfigError("--nesterov needs a --momentum above 0")
     for name in ("dist_align", "compile", "report", "tta_flip", "ema_teacher", "strong_labelled", "pca_init",
                  "fused_optimizer", "nesterov"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"--{name.replace('_', '-')}: expected true or false, got {getattr(cfg, name)!r}")
+    if not (isinstance(cfg.momentum, (int, float)) and 0 <= cfg.momentum < 1):
+        raise ConfigError(f"--momentum: expected a number in [0, 1), got {cfg.momentum!r}")
+    if cfg.nesterov and cfg.optimizer == "sgd" and cfg.momentum == 0:
+        raise ConfigError("--nesterov needs a --momentum above 0")
     if not isinstance(cfg.model_kwargs, dict):
         raise ConfigError(f"model_kwargs: expected a mapping, got {cfg.model_kwargs!r}")
     return cfg
