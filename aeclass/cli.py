@@ -17,129 +17,108 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _kv(text: str):
-    """--model-opt key=value; the value is read as YAML so 64, 0.5, true and [32, 64] work."""
+    """--model-opt / --strategy-opt key=value; the value is read as YAML so 64, 0.5, true and [32, 64] work."""
     import yaml
     if "=" not in text:
-        raise AeclassError(f"--model-opt: expected KEY=VALUE, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
     k, v = text.split("=", 1)
     try:
-        return k.strip(), yaml.safe_load(v)
+        return k.strip().replace("-", "_"), yaml.safe_load(v)
     except yaml.YAMLError:
-        raise AeclassError(f"--model-opt {k}: cannot read value '{v}'") from None
-
-
-def _bool(text: str) -> bool:
-    v = text.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
-
-
-TRAIN_FLAGS = [  # (flag, type, help); all default to None so that presets and config files show through
-    ("--data", str, "digits | mnist | cifar10 | folder:PATH (a directory or .zip of class sub-folders)"),
-    ("--data-dir", str, "directory holding mnist/cifar10 files (also $AECLASS_DATA)"),
-    ("--image-size", int, "resize images to this square size"),
-    ("--channels", int, "1 (greyscale) or 3 (RGB); default: the data's own"),
-    ("--model", str, "registered model: hybrid, cnn, conv_ae, mlp_ae, ..."),
-    ("--strategy", str, "autoencoder | supervised | pretrain-finetune | linear-probe | joint | semi | ladder (--model ladder)"),
-    ("--labels", str, "number of labelled training images (balanced per class, chosen by seed) or 'all'"),
-    ("--epochs", int, "epochs of the (final) training phase"),
-    ("--pretrain-epochs", int, "epochs of the autoencoder phase (pretrain-finetune, linear-probe)"),
-    ("--batch-size", int, "images per step"),
-    ("--labelled-batch-size", int, "labelled images added to each step when labels are few (joint)"),
-    ("--lr", float, "peak learning rate"),
-    ("--optimizer", str, "adam | adamw | sgd"),
-    ("--weight-decay", float, "weight decay"),
-    ("--momentum", float, "sgd: momentum (default 0.9)"),
-    ("--nesterov", _bool, "sgd: Nesterov momentum (true/false)"),
-    ("--schedule", str, "constant | cosine | onecycle"),
-    ("--warmup-epochs", float, "linear warm-up length (onecycle/cosine)"),
-    ("--recon-loss", str, "mse | bce"),
-    ("--recon-weight", float, "lambda: weight of the reconstruction loss (joint, semi; ladder: of its denoising costs)"),
-    ("--noise", float, "std of Gaussian input noise (denoising autoencoder; ladder: of every layer's noise)"),
-    ("--unlabelled-weight", float, "semi: weight of the pseudo-label loss on unlabelled images"),
-    ("--confidence", float, "semi: top-class probability needed to use a pseudo-label (e.g. 0.95)"),
-    ("--rampup-epochs", float, "semi: epochs over which the unlabelled weight ramps up"),
-    ("--dist-align", _bool, "semi: align pseudo-label distribution to balanced classes (true/false)"),
-    ("--ema-teacher", _bool, "semi: pseudo-labels from the EMA weights, a mean teacher (true/false; needs --ema)"),
-    ("--strong-labelled", _bool, "semi: also train labelled images' strong views on their labels (true/false)"),
-    ("--student-epochs", int, "semi: then train fresh weights for N epochs on the confident pseudo-labels of all images"),
-    ("--student-rounds", int, "semi student: self-training rounds, each student teaching the next (default 1)"),
-    ("--student-smoothing", float, "semi student: label smoothing of its cross-entropy (default 0.1)"),
-    ("--student-augment", str, "semi student: its augmentation, as --augment (default: the run's)"),
-    ("--teacher", str, "semi student: a finished run (directory or .pt) labels the images for the first student "
-                       "instead of this run's own semi phase, which is skipped (e.g. a dense teacher, a CNN student)"),
-    ("--ema", float, "decay of a weight moving average used for evaluation and saving (e.g. 0.999; 0 = off)"),
-    ("--label-smoothing", float, "label smoothing of the cross-entropy"),
-    ("--tta-flip", _bool, "test-time flip: average each image's scores with its mirror image's (photos only)"),
-    ("--tta-shift", int, "test-time shifts: also average the scores of copies moved +-N pixels (0 = off)"),
-    ("--pca-init", _bool, "dense autoencoder (mlp_ae without hidden layers): start at PCA of the training images"),
-    ("--augment", str, "'default', 'none' or e.g. crop=4,flip,rot=10,grey=0.2"),
-    ("--seed", int, "random seed (label subset, initialisation, batches, augmentation)"),
-    ("--device", str, "auto | cpu | cuda | cuda:N"),
-    ("--precision", str, "fp32 | bf16"),
-    ("--threads", int, "CPU threads"),
-    ("--compile", _bool, "torch.compile the model (true/false; needs a C++ compiler on CPU)"),
-    ("--fused-optimizer", _bool, "torch's fused optimiser kernels (true/false): faster steps, different rounding"),
-    ("--memory-format", str, "auto | channels_last | contiguous (auto: channels_last for conv models)"),
-    ("--out", str, "run directory (default runs/<data>-<strategy>-<labels>-s<seed>-<time>)"),
-]
+        raise argparse.ArgumentTypeError(f"{k}: cannot read value '{v}'") from None
 
 
 def _add_train(sub):
+    from dataclasses import fields
+
+    from .config import PRESETS, TrainConfig
+    from .options import GROUPS, add_flags
+    from .strategies import get_strategy, list_strategies
+    lines = "\n".join(f"  {n:<18} {get_strategy(n).summary}" for n in list_strategies())
     p = sub.add_parser("train", help="train a model (no arguments: the demo on the embedded digits)",
-                       description="Train with a strategy; options come from --preset, then --config YAML, then flags.")
-    from .config import PRESETS
-    p.add_argument("--preset", help=" | ".join(PRESETS))
-    p.add_argument("--config", help="YAML file of options (keys as the flags, with _ or -)")
-    for flag, typ, hlp in TRAIN_FLAGS:
-        p.add_argument(flag, type=typ, help=hlp)
-    p.add_argument("--model-opt", action="append", type=_kv, default=[], metavar="KEY=VALUE",
-                   help="model factory option, e.g. code_dim=64 (repeatable)")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR (or --out) from its last checkpoint")
-    p.add_argument("--init", metavar="RUN_OR_CKPT", help="start from another run's weights (skips pre-training)")
-    p.add_argument("--no-recon", action="store_true", help="no reconstruction term (= --recon-weight 0; semi, ladder)")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train with a strategy; options come from --preset, then --config YAML, then "
+                                   f"flags.\n\nstrategies:\n{lines}")
+    groups = {g: p.add_argument_group(f"{g} options") for g in GROUPS + ("evaluation",)}
+    run = groups["run"]
+    run.add_argument("--preset", help=" | ".join(PRESETS))
+    run.add_argument("--config", help="YAML file of options (keys as the flags, with _ or -)")
+    seen: set = set()
+    add_flags(p, groups, [f for f in fields(TrainConfig) if f.name not in ("model_kwargs", "strategy_kwargs")], seen)
+    owners: dict[str, list] = {}  # each strategy's own options as flat flags (also: --strategy-opt KEY=VALUE);
+    for name in list_strategies():  # one flag for an option two strategies share, naming both
+        for f in fields(get_strategy(name).Options):
+            owners.setdefault(f.name, [f]).append(name)
+    for f, *names in owners.values():
+        add_flags(p, groups, [f], seen, owner=", ".join(names))
+    groups["model"].add_argument("--model-opt", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+                                 help="model factory option, e.g. code_dim=64 (repeatable)")
+    groups["strategy"].add_argument("--strategy-opt", action="append", type=_kv, default=[], metavar="KEY=VALUE",
+                                    help="strategy option, e.g. confidence=0.9 (repeatable; the same as its flag)")
+    groups["strategy"].add_argument("--no-recon", action="store_true",
+                                    help="no reconstruction term (= --recon-weight 0; semi, ladder)")
+    run.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                     help="continue the run in RUN_DIR (or --out) from its last checkpoint")
+    run.add_argument("--init", metavar="RUN_OR_CKPT", help="start from another run's weights (skips pre-training)")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config as YAML; train nothing")
+    run.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args) -> int:
-    from pathlib import Path
+def _train_flags(args) -> dict:
+    """The flags given (None = not given), as config keys."""
+    from dataclasses import fields
 
-    import yaml
-
-    from .config import build_config
-    from .train import train
-
-    flags = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag, _, _ in TRAIN_FLAGS}
+    from .config import TrainConfig
+    from .strategies import get_strategy, list_strategies
+    names = {f.name for f in fields(TrainConfig)} - {"model_kwargs", "strategy_kwargs"}
+    names |= {f.name for s in list_strategies() for f in fields(get_strategy(s).Options)}
+    flags = {k: getattr(args, k) for k in names if hasattr(args, k)}
     if args.model_opt:
         flags["model_kwargs"] = dict(args.model_opt)
-    if args.no_report:
-        flags["report"] = False
+    if args.strategy_opt:
+        flags["strategy_kwargs"] = dict(args.strategy_opt)
     if args.no_recon:
         if flags.get("recon_weight"):
             raise AeclassError("--no-recon contradicts --recon-weight; give one of them")
         flags["recon_weight"] = 0.0
+    return flags
+
+
+def cmd_train(args) -> int:
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    from .config import FIELDS, build_config
+    flags = _train_flags(args)
     base = None
     resume = args.resume is not None
     if resume:
         run_dir = Path(args.resume if isinstance(args.resume, str) else (args.out or ""))
         if not str(run_dir) or not (run_dir / "config.yaml").is_file():
             raise AeclassError(f"--resume: no run to continue at '{run_dir}' (expected {run_dir}/config.yaml)")
-        base = yaml.safe_load((run_dir / "config.yaml").read_text())
+        try:
+            base = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise AeclassError(f"{run_dir / 'config.yaml'}: cannot read ({type(e).__name__})") from None
+        if not isinstance(base, dict):
+            raise AeclassError(f"{run_dir / 'config.yaml'}: not a saved aeclass config")
         flags["out"] = str(run_dir)
     preset = args.preset
-    # Flags that only say where/how to run (not what to train) keep the no-options default: the demo.
-    what = {k: v for k, v in flags.items() if k not in ("report", "out", "threads", "device", "seed", "precision",
-                                                      "memory_format", "compile")}
+    # Options that only say where or how to run (the speed and run groups) keep the no-options default: the demo.
+    what = {k: v for k, v in flags.items() if k not in FIELDS or FIELDS[k].metadata.get("group") not in ("speed", "run")}
     if not resume and preset is None and args.config is None and all(v is None for v in what.values()):
         preset = "demo"
-        print("aeclass train: no options given; running --preset demo (digits, 100 labels, joint)")
+        if not args.print_config:
+            print("aeclass train: no data, model or strategy options given; running --preset demo "
+                  "(digits, 100 labels, joint)")
     cfg = build_config(preset=preset, config_file=args.config, overrides=flags, base=base)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from .train import train
     log = (lambda *a: None) if args.quiet else print
     result = train(cfg, resume=resume, init=args.init, log=log)
     m = result.metrics
@@ -147,7 +126,21 @@ def cmd_train(args) -> int:
         print(f"test accuracy: {m['test_accuracy']:.4f}")
     if m.get("test_recon_mse") is not None:
         print(f"test reconstruction MSE: {m['test_recon_mse']:.5f}")
+    if cfg.report:
+        _write_report(result.run_dir, log)
     return 0
+
+
+def _write_report(run_dir, log) -> None:
+    """report.html for a finished run or sweep; a report that cannot be written is said, not fatal."""
+    try:
+        from .report import write_report
+    except ImportError:
+        return
+    try:
+        log(f"report: {write_report(run_dir)}")
+    except AeclassError as e:
+        log(f"report skipped: {e}")
 
 
 def _add_sweep(sub):
@@ -242,7 +235,7 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     p = _Parser(prog="aeclass", description="Autoencoders + image classification, for few labels.")
     p.add_argument("--version", action="version", version=f"aeclass {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)

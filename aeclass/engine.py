@@ -1,89 +1,42 @@
-"""The one training engine every strategy goes through.
+"""The one training engine every strategy goes through (the habit of MAE's engine_*.py).
 
-`train(cfg)` loads the data, builds the model, runs the strategy's phases epoch by epoch and writes the run
-directory (see aeclass.run). The data stay uint8 tensors on the training device; each batch is indexed,
-converted to float and augmented there with tensor ops, so no DataLoader or per-sample Python is on the hot
-path. The learning rate is set every iteration, a non-finite loss stops the run (the last good checkpoint
-stays), and every random draw comes from generators whose states the checkpoints carry, so a resumed run
-continues exactly where it stopped.
+`fit(run)` runs a strategy's phases epoch by epoch: per phase it asks the strategy for the data to train on
+(`before_phase`), builds the optimiser over the parts the phase trains, and per epoch calls
+`train_one_epoch`, evaluates on the test set, saves the checkpoints (aeclass.checkpoint.CheckpointSaver)
+and hands the epoch's row to the run (aeclass.train writes metrics.csv). The learning rate is set every
+iteration, a non-finite loss stops the run (the last good checkpoint stays), and every random draw comes
+from generators whose states the checkpoints carry, so a resumed run continues exactly where it stopped.
+The engine never asks which strategy it runs.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import ImageDataset, labelled_subset, semi_labels, to_float
-from .data.augment import AugmentConfig, augment_batch, default_augment, parse_augment
+from .data.train_data import TrainData, steps_per_epoch
+from .device import autocast, memory_format_for
 from .errors import AeclassError, ConfigError
+from .evaluation import evaluate, trained_only
 from .models import AEClassifier
-from .strategies import Batch, Phase, unsmoothed_confidence
+from .strategies import Phase, Strategy
+
+# metrics.csv columns: these first, in this order, for every run (a public interface); then the columns a
+# strategy declares (Strategy.metric_columns) that are not among them, then any other loss part a step returned.
+COLUMNS = ["phase", "epoch", "phase_epoch", "lr", "train_loss", "train_ce", "train_recon", "train_accuracy",
+           "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds",
+           "train_pseudo", "train_confident", "train_denoise"]
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
 class TrainingDiverged(AeclassError):
     """The loss became NaN or infinite."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got '{name}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast where asked for, a no-op context otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def use_channels_last(model: nn.Module, memory_format: str) -> bool:
-    """channels_last (NHWC) lets oneDNN/cuDNN run convolutions without layout conversions: measured 1.4x
-    (fp32) and 1.6x (bf16) faster training of the `hybrid` model on this 2-core CPU. 'auto' uses it when
-    the model has 2-D convolutions; dense models gain nothing from it."""
-    if memory_format == "auto":
-        return any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return memory_format == "channels_last"
-
-
-def memory_format_for(model: nn.Module, memory_format: str) -> torch.memory_format:
-    """The torch memory format that `memory_format` ('auto' | 'channels_last' | 'contiguous') means for `model`."""
-    return torch.channels_last if use_channels_last(model, memory_format) else torch.contiguous_format
-
-
-def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """x translated by (dy, dx) pixels with zero fill, as the training-time random crop does."""
-    p = max(abs(dy), abs(dx))
-    h, w = x.shape[-2:]
-    return nn.functional.pad(x, (p, p, p, p))[..., p - dy:p - dy + h, p - dx:p - dx + w]
-
-
-def tta_logits(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, flip: bool, shift: int = 0) -> torch.Tensor:
-    """Test-time augmentation: the mean class scores over views of x. `logits` are the scores of x itself;
-    `flip` adds its left-right mirror, `shift` > 0 adds copies of x (and of the mirror) moved by +-shift
-    pixels diagonally, as fast CIFAR-10 trainers such as airbench do. On the fast-cifar resnet the shifts
-    added about half a point over the flip alone (README, "Time to accuracy")."""
-    views = [x.flip(3)] if flip else []
-    if shift:
-        for v in [x] + views[:1]:
-            views += [shifted(v, shift, shift), shifted(v, -shift, -shift)]
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else torch.contiguous_format
-    total = logits.float()
-    for v in views:
-        total = total + model(v.contiguous(memory_format=fmt), decode=False)["logits"].float()
-    return total / (1 + len(views))
 
 
 class EMA:
@@ -118,79 +71,9 @@ class EMA:
             a.copy_(b)
 
 
-@dataclass
-class TrainData:
-    """The training set on the device, the labelled/unlabelled split and the augmentation."""
-
-    x: torch.Tensor          # uint8 (N, C, H, W) on the device
-    y: torch.Tensor          # int64 (N,), -1 = unlabelled
-    labelled: torch.Tensor   # indices of labelled samples (on the device)
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    augment: AugmentConfig | None
-
-    @classmethod
-    def build(cls, ds: ImageDataset, cfg: TrainConfig, device: torch.device) -> "TrainData":
-        idx = labelled_subset(ds.train_y, cfg.labels, cfg.seed, ds.num_classes)
-        aug = parse_augment(cfg.augment)
-        if aug is None:
-            aug = default_augment(ds.name, ds.image_shape)
-        return cls(ds.train_x.to(device), semi_labels(ds.train_y, idx).to(device), idx.to(device),
-                   ds.test_x.to(device), ds.test_y.to(device), aug)
-
-    def relabelled(self, y: torch.Tensor, augment: str | None = None) -> "TrainData":
-        """The same images with other labels (-1 = unlabelled), e.g. a teacher's pseudo-labels, and
-        optionally another augmentation (an --augment string; None keeps this one)."""
-        aug = self.augment
-        if augment is not None:
-            aug = parse_augment(augment, "--student-augment") or self.augment  # 'default': the run's own
-        return dataclasses.replace(self, y=y, labelled=torch.nonzero(y >= 0).flatten(), augment=aug)
-
-    @property
-    def n_labelled(self) -> int:
-        return int(self.labelled.numel())
-
-    def _cycled(self, count: int, gen: torch.Generator) -> torch.Tensor:
-        """`count` labelled indices: fresh permutations of the labelled set, back to back."""
-        reps = -(-count // self.n_labelled)
-        perms = [torch.randperm(self.n_labelled, generator=gen) for _ in range(reps)]
-        return self.labelled[torch.cat(perms)[:count].to(self.labelled.device)]
-
-    def batches(self, phase: Phase, cfg: TrainConfig, gen: torch.Generator):
-        """Yield one epoch of Batches; permutations come from `gen` (CPU) for reproducibility.
-
-        Every phase's epoch is len(train set) // batch_size steps, also when it trains on a few labels only
-        (the labelled set is then cycled), so strategies are compared at equal numbers of optimiser steps
-        and a 100-label supervised run is not starved of updates.
-        """
-        bs = cfg.batch_size
-        n_steps = steps_per_epoch(phase, self, cfg)
-        if phase.images == "labelled":
-            lbs = min(bs, self.n_labelled)
-            order = self._cycled(n_steps * lbs, gen)
-            for s in range(n_steps):
-                idx = order[s * lbs:(s + 1) * lbs]
-                yield Batch(augment_batch(to_float(self.x.index_select(0, idx)), self.augment, gen), self.y[idx], gen)
-            return
-        order = torch.randperm(self.x.shape[0], generator=gen).to(self.x.device)
-        mix = phase.mix_labelled and self.n_labelled < self.x.shape[0]
-        if mix:
-            lbs = min(cfg.labelled_batch_size or bs, self.n_labelled)
-            lab_order = self._cycled(n_steps * lbs, gen)
-        for s in range(n_steps):
-            idx = order[s * bs:(s + 1) * bs]  # the ragged last batch is dropped (BatchNorm dislikes tiny ones)
-            y = self.y[idx]
-            if mix:
-                # Few labels: a labelled batch joins every step; the "all images" part counts as unlabelled
-                # so each labelled image weighs the same in the classification loss.
-                lidx = lab_order[s * lbs:(s + 1) * lbs]
-                idx = torch.cat([lidx, idx])
-                y = torch.cat([self.y[lidx], torch.full_like(y, -1)])
-            # index_select rather than x[idx]: the same gather, measured 10x faster on CPU (4 vs 42 us a batch)
-            yield Batch(augment_batch(to_float(self.x.index_select(0, idx)), self.augment, gen), y, gen)
-
-
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    """The learning rate at `step` of `total`: constant, or a linear warm-up over `warmup` steps then a cosine
+    decay to 0 ('cosine'; 'onecycle' is an alias of it, kept for the presets and configs that name it)."""
     if schedule == "constant":
         return base
     if warmup and step < warmup:
@@ -202,9 +85,11 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     # fused=True is opt-in (--fused-optimizer): torch's fused CPU Adam steps the 784-32-784 AE in 37 us
     # instead of 100 us (6-10 % of a training step), but it rounds differently, so every figure in the
-    # README would move by seed-level noise (up to a point on digits) and stop being reproducible from the
+    # docs would move by seed-level noise (up to a point on digits) and stop being reproducible from the
     # committed commands, which run the default (foreach) kernels.
-    kind = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}.get(cfg.optimizer, torch.optim.Adam)
+    if cfg.optimizer not in OPTIMIZERS:  # validate() checks it too; a config built by hand must not get Adam silently
+        raise ConfigError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got '{cfg.optimizer}'")
+    kind = OPTIMIZERS[cfg.optimizer]
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         kw.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -247,106 +132,88 @@ def set_train_mode(model: AEClassifier, phase: Phase) -> None:
         module.requires_grad_(False)
 
 
-@torch.no_grad()
-def scored_batches(model: AEClassifier, x: torch.Tensor, precision: str, memory_format: str, tta_flip: bool,
-                   tta_shift: int, batch_size: int, decode: bool = True):
-    """Yield (start index, float batch, model outputs) over uint8 images `x` in eval mode, with the class
-    scores averaged over the test-time views (see `tta_logits`); shared by evaluation and relabelling."""
-    model.eval()
-    param = next(model.parameters(), None)
-    dev = param.device if param is not None else x.device  # the model's device; a weightless one runs by the data
-    fmt = memory_format_for(model, memory_format)
-    for i in range(0, x.shape[0], batch_size):
-        xb = to_float(x[i:i + batch_size].to(dev)).contiguous(memory_format=fmt)
-        with autocast(dev, precision):
-            out = model(xb, decode=decode)
-            if (tta_flip or tta_shift) and "logits" in out:
-                out["logits"] = tta_logits(model, xb, out["logits"], tta_flip, tta_shift)
-        yield i, xb, out
+@dataclass
+class Run:
+    """What one training run holds while the engine trains it; strategies' hooks receive it."""
+
+    cfg: TrainConfig
+    ds: object                    # the ImageDataset
+    data: TrainData
+    model: AEClassifier
+    strategy: Strategy
+    phases: list[Phase]
+    device: torch.device
+    gen: torch.Generator          # the CPU generator of batches and augmentations
+    build_model: Callable[[], AEClassifier]  # a fresh model of this run's spec (self-training restarts)
+    trained: dict                 # {"head": bool, "decoder": bool}: the parts some phase trains
+    ema: EMA | None = None
+    log: Callable = print
+    resumed: bool = False
+    bars: bool = False            # tqdm progress bars (on a terminal)
+    saver: object = None          # aeclass.checkpoint.CheckpointSaver
+    on_epoch: Callable | None = None  # on_epoch(run, row): after the epoch's checkpoints (train.py: metrics.csv)
+    progress: dict = field(default_factory=lambda: {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [],
+                                                     "best_loss": float("inf"), "elapsed": 0.0})
+
+    @property
+    def columns(self) -> list[str]:
+        cols = COLUMNS + [f"train_{k}" for k in self.strategy.metric_columns if f"train_{k}" not in COLUMNS]
+        seen = {k for row in self.progress["history"] for k in row}
+        return cols + sorted(seen - set(cols))
+
+    def final_model(self) -> AEClassifier:
+        """What is evaluated, saved as model_state and returned: the weight average with --ema."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def test_metrics(self, final: bool = False, of: AEClassifier | None = None) -> dict:
+        """Test metrics of the final model (or `of`), only of the parts the run trains. The shifted test-time
+        views multiply evaluation cost (4 more passes): per-epoch monitoring skips them, the final metrics
+        (and `aeclass evaluate` / `predict`) include them."""
+        cfg = self.cfg
+        m = evaluate(of if of is not None else self.final_model(), self.data.test_x, self.data.test_y, cfg.precision,
+                     memory_format=cfg.memory_format, tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift if final else 0)
+        return trained_only(m, self.trained["head"], self.trained["decoder"])
+
+    def add_training_time(self, seconds: float) -> None:
+        self.progress["elapsed"] += seconds
+
+    def restart_weights(self) -> None:
+        """Fresh weights for the model in place, as a new model of the same spec starts (seeded by seed + 1),
+        keeping its input statistics and the weights set from the data rather than learned (those its
+        factory builds frozen, e.g. fastcnn's whitening stem). In place, so compiled modules and the memory
+        format stay as they are; the weight average restarts with it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + 1)
+            new = self.build_model()
+        keep = {"in_mean", "in_std"} | {name for name, p in new.named_parameters() if not p.requires_grad}
+        fresh = {k: v for k, v in new.state_dict().items() if k not in keep}
+        missing, unexpected = self.model.load_state_dict(fresh, strict=False)
+        if set(missing) != keep or unexpected:  # a model whose state is not what its own factory builds
+            raise AeclassError(f"cannot restart '{self.cfg.model}' from fresh weights "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if self.ema is not None:
+            self.ema.model.load_state_dict(self.model.state_dict())
+            self.ema.updates = 0
 
 
-def trained_only(metrics: dict, head: bool, decoder: bool) -> dict:
-    """`evaluate`'s metrics without those of a part the run never trained: an untrained head's accuracy or
-    an untrained decoder's error means nothing (shared by the run's own metrics and `aeclass evaluate`)."""
-    drop = ({"accuracy", "loss", "predictions"} if not head else set()) | ({"recon_mse"} if not decoder else set())
-    return {k: v for k, v in metrics.items() if k not in drop}
-
-
-@torch.no_grad()
-def evaluate(model: AEClassifier, x: torch.Tensor, y: torch.Tensor | None, precision: str = "fp32",
-             batch_size: int = 1024, memory_format: str = "auto", tta_flip: bool = False, tta_shift: int = 0) -> dict:
-    """Test metrics: accuracy and CE (with a head), reconstruction MSE (with a decoder), predictions.
-    `tta_flip` averages the class scores of each image and its left-right mirror (as fast CIFAR-10
-    trainers do), for data where a mirror image keeps its class; `tta_shift` also averages over copies
-    shifted by +-tta_shift pixels (see `tta_logits`)."""
-    preds, sq_err, ce_sum, n = [], 0.0, 0.0, x.shape[0]
-    dev = next(model.parameters()).device
-    for i, xb, out in scored_batches(model, x, precision, memory_format, tta_flip, tta_shift, batch_size):
-        if "logits" in out:
-            logits = out["logits"].float()
-            preds.append(logits.argmax(1))
-            if y is not None:
-                ce_sum += float(nn.functional.cross_entropy(logits, y[i:i + batch_size].to(dev), reduction="sum"))
-        if "recon" in out:
-            sq_err += float(((out["recon"].float() - xb) ** 2).mean(dim=(1, 2, 3)).sum())
-    metrics: dict = {}
-    if preds:
-        pred = torch.cat(preds).cpu()
-        metrics["predictions"] = pred
-        if y is not None:
-            metrics["accuracy"] = float((pred == y.cpu()).float().mean())
-            metrics["loss"] = ce_sum / n
-    if model.has_decoder:
-        metrics["recon_mse"] = sq_err / n
-    return metrics
-
-
-@torch.no_grad()
-def confident_labels(model: AEClassifier, data: TrainData, cfg: TrainConfig, smoothing: float = 0.0,
-                     batch_size: int = 1024) -> torch.Tensor:
-    """Self-training targets for every training image: the model's class where its top probability (with
-    the run's test-time views, cfg.tta_flip / cfg.tta_shift) reaches cfg.confidence, -1 (unlabelled)
-    elsewhere, and the real label wherever there is one.
-
-    `smoothing` is the label smoothing the model was trained with. Such a model's top probability tops out
-    near 1 - smoothing + smoothing / classes (0.91 for 0.1 and 10 classes), so a 0.95 threshold would
-    pass almost nothing: it did, in a second self-training round on MNIST (595 of 59,900 images, and the
-    student fell to 6.5 % error). The top probability is therefore first mapped back through the
-    smoothing (strategies.unsmoothed_confidence) before the threshold."""
-    labels = []
-    for _, _, out in scored_batches(model, data.x, cfg.precision, cfg.memory_format, cfg.tta_flip, cfg.tta_shift,
-                                    batch_size, decode=False):
-        conf, pred = out["logits"].float().softmax(1).max(1)
-        conf = unsmoothed_confidence(conf, smoothing, out["logits"].shape[1])
-        labels.append(torch.where(conf >= cfg.confidence, pred, torch.full_like(pred, -1)))
-    labels = torch.cat(labels)
-    labels[data.labelled] = data.y[data.labelled]
-    return labels
-
-
-def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, opt, gen, step0: int,
-                      total_steps: int, warmup: int, device, progress=None, ema: EMA | None = None,
-                      strategy_state: dict | None = None) -> tuple[dict, int]:
-    """One epoch of one phase; returns the epoch's mean losses and the new global step.
-
-    `strategy_state` is the strategy's own running state (e.g. semi's class distribution), carried by
-    checkpoints; `ema`, when given, is updated after every optimiser step."""
+def train_one_epoch(run: Run, phase: Phase, data: TrainData, opt, step0: int, total: int, warmup: int,
+                    bar=None) -> tuple[dict, int]:
+    """One epoch of one phase: the epoch's mean loss parts (train_<part>), train_accuracy, the last lr, and
+    the phase's new step count."""
+    cfg, model = run.cfg, run.model
     set_train_mode(model, phase)
     fmt = memory_format_for(model, cfg.memory_format)
-    sums: dict[str, float] = {}
-    count, correct, labelled = 0, 0, 0
-    step = step0
-    spe = steps_per_epoch(phase, data, cfg)
-    for batch in data.batches(phase, cfg, gen):
+    sums: dict[str, torch.Tensor] = {}
+    count, correct, labelled, step = 0, 0, 0, step0
+    spe = steps_per_epoch(data, cfg.batch_size)
+    for batch in data.batches(phase, cfg, run.gen):
         batch.epoch = step / spe  # the phase's epochs done so far (fractional), for ramp-ups
-        batch.state = strategy_state if strategy_state is not None else {}
-        batch.teacher = ema.model if (ema is not None and cfg.ema_teacher) else None
         batch.x = batch.x.contiguous(memory_format=fmt)
-        lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.schedule)
+        lr = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        with autocast(device, cfg.precision):
-            losses = phase.step(model, batch, cfg)
+        with autocast(run.device, cfg.precision):
+            losses = phase.step(model, batch)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"training diverged: loss is {float(loss)} in phase '{phase.name}' at step {step}; "
@@ -354,8 +221,8 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if ema is not None:
-            ema.update(model)
+        if run.ema is not None:
+            run.ema.update(model)
         step += 1
         count += 1
         # Sums stay on the device (float64, so the epoch means match summing Python floats): reading each
@@ -365,17 +232,75 @@ def train_phase_epoch(model, phase: Phase, data: TrainData, cfg: TrainConfig, op
                 sums[k] = sums.get(k, 0.0) + v.detach().double()
         correct = correct + losses.get("correct", 0)
         labelled = labelled + losses.get("labelled", 0)
-        if progress is not None:
-            progress.update(1)
+        if bar is not None:
+            bar.update(1)
             if count % 20 == 1:  # the bar's loss readout is the one per-step sync left; refresh it sparingly
-                progress.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
     means = {f"train_{k}": float(v) / max(1, count) for k, v in sums.items()}
-    correct, labelled = int(correct), int(labelled)
-    if labelled:
-        means["train_accuracy"] = correct / labelled
-    means["lr"] = lr_at(step - 1, total_steps, warmup, cfg.lr, cfg.schedule)
+    if int(labelled):
+        means["train_accuracy"] = int(correct) / int(labelled)
+    means["lr"] = lr_at(step - 1, total, warmup, cfg.lr, cfg.schedule)
     return means, step
 
 
-def steps_per_epoch(phase: Phase, data: TrainData, cfg: TrainConfig) -> int:
-    return max(1, data.x.shape[0] // cfg.batch_size)
+def _bar(run: Run, total: int, desc: str):
+    if not run.bars:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def fit(run: Run, opt_state: dict | None = None) -> None:
+    """Train every phase from where `run.progress` stands (0 for a new run, the checkpoint's for a resumed
+    one); `opt_state` is the optimiser state of the phase being resumed."""
+    prog = run.progress
+    trainable = [p for p in run.model.parameters() if p.requires_grad]
+    epoch_global = sum(p.epochs for p in run.phases[:prog["phase_index"]]) + prog["phase_epoch"]
+    for pi in range(prog["phase_index"], len(run.phases)):
+        phase = run.phases[pi]
+        for p in trainable:  # a phase may have frozen some; weights frozen by design (fastcnn's stem) stay so
+            p.requires_grad_(True)
+        start_epoch = prog["phase_epoch"] if pi == prog["phase_index"] else 0
+        data = run.strategy.before_phase(run, pi, phase, start_epoch)
+        opt = make_optimizer(phase_parameters(run.model, phase), run.cfg)
+        if opt_state is not None and pi == prog["phase_index"]:
+            opt.load_state_dict(opt_state)
+        opt_state = None
+        epoch_global = _fit_phase(run, pi, data, opt, start_epoch, epoch_global)
+        if pi + 1 < len(run.phases):
+            prog.update(phase_index=pi + 1, phase_epoch=0)
+
+
+def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_global: int) -> int:
+    phase, prog, cfg = run.phases[pi], run.progress, run.cfg
+    spe = steps_per_epoch(data, cfg.batch_size)
+    total, warmup = phase.epochs * spe, int(cfg.warmup_epochs * spe)
+    # Before any phase has trained the head (an autoencoder pre-training phase) its scores are chance.
+    head_trained = any("head" in p.trains for p in run.phases[:pi + 1])
+    is_last_phase = pi == len(run.phases) - 1
+    phase_step = start_epoch * spe
+    for ep in range(start_epoch, phase.epochs):
+        t0 = time.perf_counter()
+        bar = _bar(run, spe, f"{phase.name} {ep + 1}/{phase.epochs}")
+        means, phase_step = train_one_epoch(run, phase, data, opt, phase_step, total, warmup, bar)
+        if bar is not None:
+            bar.close()
+        train_time = time.perf_counter() - t0
+        test = run.test_metrics()
+        prog["elapsed"] += train_time
+        epoch_global += 1
+        row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
+               "test_accuracy": test.get("accuracy") if head_trained else None,
+               "test_loss": test.get("loss") if head_trained else None,
+               "test_recon_mse": test.get("recon_mse"), "epoch_seconds": train_time,
+               "elapsed_seconds": prog["elapsed"]}
+        prog["history"].append(row)
+        prog.update(phase_index=pi, phase_epoch=ep + 1, step=prog["step"] + spe)
+        improved = is_last_phase and means.get("train_loss", float("inf")) < prog["best_loss"]
+        if improved:
+            prog.update(best_loss=means["train_loss"], best_epoch=epoch_global)
+        if run.saver is not None:
+            run.saver.save_epoch(run, opt, improved)
+        if run.on_epoch is not None:
+            run.on_epoch(run, row)
+    return epoch_global

@@ -9,7 +9,8 @@ import torch
 
 from .data import load_dataset, to_float
 from .errors import AeclassError
-from .io import atomic_write_bytes, atomic_write_json, load_checkpoint
+from .checkpoint import load_checkpoint
+from .io import atomic_write_bytes, atomic_write_json
 from .models import AEClassifier, create_model
 
 
@@ -23,8 +24,9 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[AEClassifie
 
 
 def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | None = None) -> dict:
-    """Test metrics of a saved model on its own dataset's test split (or on `data`)."""
-    from .engine import evaluate, trained_only
+    """Test metrics of a saved model on its own dataset's test split (or on `data`). A run directory means its
+    final model, checkpoints/last.pt: the model its metrics.json describes ("checkpoint" says which file)."""
+    from .evaluation import evaluate, trained_only
     model, ck = load_model(checkpoint)
     cfg = ck["config"]
     ds = load_dataset(data or cfg["data"], data_dir or cfg.get("data_dir"), image_size=cfg.get("image_size"), channels=cfg.get("channels"),
@@ -40,7 +42,7 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | Non
     trained = ck.get("trained", {})
     m = trained_only(m, trained.get("head", True), trained.get("decoder", True))
     return {"test_accuracy": m.get("accuracy"), "test_loss": m.get("loss"), "test_recon_mse": m.get("recon_mse"),
-            "n_test": int(ds.test_x.shape[0]), "data": ds.name, "checkpoint": str(checkpoint)}
+            "n_test": int(ds.test_x.shape[0]), "data": ds.name, "checkpoint": ck["path"]}
 
 
 def _image_paths(inputs: list[str]) -> list[Path]:
@@ -78,7 +80,7 @@ def load_images(paths: list[Path], image_shape) -> torch.Tensor:
 @torch.no_grad()
 def predict_files(checkpoint, inputs: list[str], top_k: int = 1, batch_size: int = 256) -> list[dict]:
     """Classify image files/folders: [{path, classes: [top-k names], probabilities: [...]}, ...]."""
-    from .engine import tta_logits
+    from .evaluation import tta_logits
     model, ck = load_model(checkpoint)
     if not model.has_head:
         raise AeclassError(f"{checkpoint}: this model has no classification head (an autoencoder run)")

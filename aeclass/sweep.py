@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig, build_config, parse_labels
+from .config import RUNTIME_KEYS, TrainConfig, build_config, parse_labels
 from .data import labelled_subset, load_dataset
 from .errors import AeclassError, ConfigError
 from .io import atomic_write_json, atomic_write_text
+from .strategies import get_strategy
 from .train import train
 
 DEFAULT_STRATEGIES = ("supervised", "pretrain-finetune", "linear-probe", "joint", "semi")
@@ -49,8 +50,6 @@ BASELINE_PARAMS = {"method": "LabelSpreading", "kernel": "knn", "n_neighbors": 7
 SWEEP_DEFAULTS = {"epochs": 10, "noise": 0.2}
 FIELDS = ["strategy", "labels", "seed", "test_accuracy", "test_recon_mse", "train_seconds", "n_labelled", "n_train",
           "run_dir", "config"]
-# Config keys that may differ between a finished cell and the sweep now asked for (where and how it runs).
-_RUNTIME_KEYS = {"out", "threads", "device", "report", "data_dir", "compile", "memory_format"}
 
 
 @dataclass
@@ -111,16 +110,23 @@ def labelled_indices(train_y, labels: int | None, seed: int, num_classes: int):
 def _cell_config(cell: Cell, preset, config_file, overrides: dict, run_dir: Path) -> TrainConfig:
     flags = dict(overrides)
     flags.update(strategy=cell.strategy, labels=cell.label_text, seed=cell.seed, out=str(run_dir), report=False)
-    if cell.strategy == "ladder":  # the Ladder strategy has a model of its own (its default sizes), whatever --model says
-        flags.update(model="ladder", model_kwargs={})
+    own = get_strategy(cell.strategy).model
+    if own is not None:  # a strategy with a model of its own (ladder): that model, its default sizes, whatever --model says
+        flags.update(model=own, model_kwargs={})
     return build_config(preset=preset, config_file=config_file, overrides=flags, base=SWEEP_DEFAULTS)
 
 
 def _config_mismatch(saved: dict, cfg: TrainConfig) -> str | None:
+    """The first option (other than where and how it runs) that differs between a cell's saved config and
+    the one now asked for. The saved one is resolved as configs are now: options added since it ran have
+    their defaults, and a flat strategy option of an older aeclass is read as the strategy's."""
     want = cfg.to_dict()
-    saved = {**TrainConfig().to_dict(), **saved}  # options added since that cell ran had their default value
+    try:
+        saved = build_config(base={k: v for k, v in saved.items() if k not in RUNTIME_KEYS}).to_dict()
+    except AeclassError as e:
+        return f"its config.yaml no longer resolves ({e})"
     for k in sorted(set(saved) | set(want)):
-        if k in _RUNTIME_KEYS:
+        if k in RUNTIME_KEYS:
             continue
         if saved.get(k) != want.get(k):
             return f"{k}: {saved.get(k)!r} there, {want.get(k)!r} now"

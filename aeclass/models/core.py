@@ -41,6 +41,12 @@ class AEClassifier(nn.Module):
     def has_head(self) -> bool:
         return self.head is not None
 
+    @property
+    def capabilities(self) -> set[str]:
+        """What strategies may ask of this model (Strategy.requires): 'head' (class scores from the code),
+        'decoder' (an image reconstructed from the code alone). Subclasses add their own (LadderNet: 'ladder')."""
+        return ({"head"} if self.has_head else set()) | ({"decoder"} if self.has_decoder else set())
+
     @torch.no_grad()
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.in_mean.copy_(mean.reshape(self.in_mean.shape))
@@ -109,11 +115,6 @@ class AEClassifier(nn.Module):
         if decode and self.decoder is not None:
             out["recon"] = self.decoder(code)
         return out
-
-
-def conv_out_size(size: int, stride: int) -> int:
-    """Spatial size after a 3x3 'same'-padded conv / 2x2 pool with this stride (ceil mode)."""
-    return -(-size // stride)
 
 
 def _only_linear(module: nn.Module) -> nn.Linear | None:

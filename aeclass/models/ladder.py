@@ -153,6 +153,12 @@ class LadderNet(AEClassifier):
                          num_classes=num_classes, head=LadderLayer(dims[-2], num_classes, top=True))
         self.costs = tuple(float(c) for c in costs)
 
+    @property
+    def capabilities(self) -> set[str]:
+        # Its decoder needs the lateral connections of a whole encoder pass: it cannot decode a code alone,
+        # so strategies that ask for a 'decoder' (joint, semi's reconstruction) refuse it; `ladder` asks for this.
+        return {"head", "ladder"}
+
     def _layers(self) -> list[LadderLayer]:
         return [*self.encoder.layers, self.head]
 

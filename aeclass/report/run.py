@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AeclassError
 from ..io import atomic_write_text
 from . import analysis, plots
@@ -102,21 +103,23 @@ class RunFiles:
         c = self.metrics.get("classes") or (self.info.get("data") or {}).get("classes") or []
         return [str(x) for x in c]
 
-    def _trained(self, column: str, default: bool) -> bool:
-        """Whether any epoch had this loss part (metrics.csv), else the strategy's default."""
-        if self.rows:
-            return any(r.get(column) is not None for r in self.rows)
-        return default
+    def _trained(self, part: str, column: str) -> bool:
+        """Whether the run trained this part: as its metrics.json (or run.json) says, or, for runs written
+        before those recorded it, whether any epoch of metrics.csv had the part's loss."""
+        for src in (self.metrics, self.info):
+            if isinstance(src.get("trained"), dict) and part in src["trained"]:
+                return bool(src["trained"][part])
+        return any(r.get(column) is not None for r in self.rows)
 
     @property
     def trains_head(self) -> bool:
         """Classification sections only when training used the head (an autoencoder's head is random)."""
-        return self._trained("train_ce", self.strategy != "autoencoder")
+        return self._trained("head", "train_ce")
 
     @property
     def trains_decoder(self) -> bool:
         """Reconstructions only when training used the decoder (a supervised run leaves it random)."""
-        return self._trained("train_recon", self.strategy != "supervised")
+        return self._trained("decoder", "train_recon")
 
 
 @dataclass
@@ -129,9 +132,10 @@ class Loaded:
 
 
 def load_model_and_data(files: RunFiles) -> tuple[Loaded | None, str | None]:
-    """The run's model (best.pt preferred) and its test set, or None and the reason they are unavailable."""
+    """The run's final model (checkpoints/last.pt, the model metrics.json describes) and its test set, or None
+    and the reason they are unavailable."""
     from ..data import load_dataset
-    from ..engine import pick_device
+    from ..device import pick_device
     from ..inference import load_model
     try:
         model, ck = load_model(files.run_dir, device=str(pick_device("auto")))
@@ -152,7 +156,7 @@ def load_model_and_data(files: RunFiles) -> tuple[Loaded | None, str | None]:
     if list(ds.image_shape) != want:
         return None, (f"the dataset '{name}' now has images of shape {tuple(ds.image_shape)}, "
                       f"but the model expects {tuple(want)}")
-    ckname = "best.pt" if (files.run_dir / "checkpoints" / "best.pt").is_file() else "last.pt"
+    ckname = os.path.relpath(ck["path"], files.run_dir)  # checkpoints/last.pt
     return Loaded(model, ds.test_x, ds.test_y, list(ds.classes), ckname), None
 
 
@@ -296,8 +300,9 @@ class RunReport:
                  "test set after each epoch."
                + (" Accuracy is drawn only for epochs in which the head was trained." if self.files.trains_head else ""))
         last = rows[-1]
-        table_keys = ["train_loss", "train_ce", "train_recon", "train_accuracy", "test_accuracy", "test_loss",
-                      "test_recon_mse", "train_pseudo", "train_confident", "lr", "elapsed_seconds"]
+        # Every train_* column the strategy wrote (its own loss parts included), then the test figures.
+        table_keys = [k for k in last if k.startswith("train_")] + ["test_accuracy", "test_loss", "test_recon_mse",
+                                                                     "lr", "elapsed_seconds"]
         keys = [k for k in table_keys if last.get(k) is not None]
         table = data_table(["epoch", "phase"] + keys, [[r["epoch"], r["phase"]] + [_fmt(r.get(k)) or "" for k in keys]
                                                        for r in rows], numeric=set(range(2, 2 + len(keys))))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AeclassError
 from ..io import atomic_write_text
 from .html import Page, data_table, esc, figure
