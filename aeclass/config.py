@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .options import check_fields, check_value, option, unknown_key_error
+from .options import check_fields, check_value, choice_error, option, unknown_key_error
 from .presets import PRESETS
 
 
@@ -34,7 +34,7 @@ def parse_labels(value) -> int | None:
     elif isinstance(value, str) and value.strip().isdigit():
         n = int(value)
     if n is None or n <= 0:
-        raise ConfigError(f"--labels: expected a positive whole number or 'all', got {value!r}")
+        raise ConfigError(f"--labels: expected a positive integer or 'all', got {value!r}")
     return n
 
 
@@ -109,7 +109,10 @@ class TrainConfig:
                           runtime=True)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain data, as config.yaml and checkpoints hold it: the common options, then the strategy's own
+        options flat beside them (the spelling configs always had; strategy_kwargs is their in-memory home)."""
+        d = dataclasses.asdict(self)
+        return {**{k: v for k, v in d.items() if k != "strategy_kwargs"}, **d["strategy_kwargs"]}
 
     def __getattr__(self, name: str):
         # Only reached for names that are not fields: a strategy option read the old, flat way (cfg.confidence).
@@ -185,7 +188,7 @@ def build_config(preset: str | None = None, config_file: str | None = None, over
         _merge(values, base, "saved config")
     if preset:
         if preset not in PRESETS:
-            raise unknown_key_error([preset], list(PRESETS), "--preset", "preset")
+            raise choice_error(preset, list(PRESETS), "--preset")
         _merge(values, PRESETS[preset], f"--preset {preset}")
     if config_file:
         _merge(values, load_yaml(config_file), f"--config {config_file}")
@@ -197,7 +200,7 @@ def validate(values: dict | TrainConfig) -> TrainConfig:
     """A checked TrainConfig: every field's type and domain, then the strategy's own options (its dataclass)
     and the checks that span several options. Raises ConfigError with one line naming the option."""
     if isinstance(values, TrainConfig):
-        values = {**values.to_dict(), "strategy_kwargs": dict(values.strategy_kwargs)}
+        values = values.to_dict()
     merged: dict = {}
     _merge(merged, dict(values), "config")
     cfg = TrainConfig.__new__(TrainConfig)

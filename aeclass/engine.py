@@ -178,22 +178,27 @@ class Run:
         self.progress["elapsed"] += seconds
 
     def restart_weights(self) -> None:
-        """Fresh weights for the model in place, as a new model of the same spec starts (seeded by seed + 1),
-        keeping its input statistics and the weights set from the data rather than learned (those its
-        factory builds frozen, e.g. fastcnn's whitening stem). In place, so compiled modules and the memory
-        format stay as they are; the weight average restarts with it."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed + 1)
-            new = self.build_model()
-        keep = {"in_mean", "in_std"} | {name for name, p in new.named_parameters() if not p.requires_grad}
-        fresh = {k: v for k, v in new.state_dict().items() if k not in keep}
-        missing, unexpected = self.model.load_state_dict(fresh, strict=False)
-        if set(missing) != keep or unexpected:  # a model whose state is not what its own factory builds
-            raise AeclassError(f"cannot restart '{self.cfg.model}' from fresh weights "
-                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        """Fresh weights for the model (see restart_weights); the weight average restarts with it."""
+        restart_weights(self.model, self.build_model, self.cfg.seed)
         if self.ema is not None:
             self.ema.model.load_state_dict(self.model.state_dict())
             self.ema.updates = 0
+
+
+def restart_weights(model: AEClassifier, build: Callable[[], AEClassifier], seed: int) -> None:
+    """Draw fresh weights for `model` in place, as a new model of the same spec starts (`build()`, seeded by
+    seed + 1), keeping its input statistics and the weights set from the data rather than learned (those
+    its factory builds frozen, e.g. fastcnn's whitening stem). In place, so the optimiser, compiled modules
+    and memory format stay as they are."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        new = build()
+    keep = {"in_mean", "in_std"} | {name for name, p in new.named_parameters() if not p.requires_grad}
+    fresh = {k: v for k, v in new.state_dict().items() if k not in keep}
+    missing, unexpected = model.load_state_dict(fresh, strict=False)
+    if set(missing) != keep or unexpected:  # a model whose state is not what its own factory builds
+        name = getattr(model, "spec", {}).get("name", type(model).__name__)
+        raise AeclassError(f"cannot restart '{name}' from fresh weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def train_one_epoch(run: Run, phase: Phase, data: TrainData, opt, step0: int, total: int, warmup: int,

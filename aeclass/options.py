@@ -61,6 +61,8 @@ def _expected(kind: type, f) -> str:
     parts = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a mapping",
              list: "a list", tuple: "a list"}.get(kind, kind.__name__)
     low, high = f.metadata.get("low"), f.metadata.get("high")
+    if kind is int and low == 1 and high is None:
+        return "a positive integer"
     if low is not None and high is not None:
         parts += f" in {'(' if f.metadata.get('low_open') else '['}{low}, {high}{')' if f.metadata.get('high_open') else ']'}"
     elif low is not None:
@@ -96,10 +98,15 @@ def check_value(f: dataclasses.Field, value, where: str | None = None):
         raise ConfigError(f"{name}: expected {_expected(kind, f)}, got {value!r}")
     allowed = choices_of(f)
     if allowed is not None and value not in allowed:
-        near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ConfigError(f"{name}: expected one of {', '.join(map(str, allowed))}, got '{value}'{hint}")
+        raise choice_error(value, allowed, name)
     return value
+
+
+def choice_error(value, allowed, what: str) -> ConfigError:
+    """"WHAT: expected one of A, B, C, got 'X' (did you mean 'B'?)"."""
+    near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return ConfigError(f"{what}: expected one of {', '.join(map(str, allowed))}, got '{value}'{hint}")
 
 
 def check_fields(obj, prefix: str = "") -> None:
@@ -109,12 +116,12 @@ def check_fields(obj, prefix: str = "") -> None:
         setattr(obj, f.name, check_value(f, getattr(obj, f.name), where))
 
 
-def unknown_key_error(keys, known, what: str, noun: str = "option") -> ConfigError:
-    """"WHAT: unknown NOUN 'X'; did you mean 'Y'?" for the first of `keys` (or the known ones listed)."""
+def unknown_key_error(keys, known, what: str) -> ConfigError:
+    """"WHAT: unknown option 'X'; did you mean 'Y'?" for the first of `keys` (or the known ones listed)."""
     key = str(sorted(keys)[0])
     near = difflib.get_close_matches(key, sorted(map(str, known)), n=1)
-    hint = f"; did you mean '{near[0]}'?" if near else f"; expected one of {', '.join(map(str, known))}"
-    return ConfigError(f"{what}: unknown {noun} '{key}'{hint}")
+    hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(map(str, known)))}"
+    return ConfigError(f"{what}: unknown option '{key}'{hint}")
 
 
 def parse_bool(text: str) -> bool:

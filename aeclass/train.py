@@ -183,8 +183,7 @@ def _run_info(run: Run, allocator) -> dict:
         "strategy": {"name": cfg.strategy, "class": f"{type(run.strategy).__module__}.{type(run.strategy).__qualname__}",
                      "options": dict(cfg.strategy_kwargs)},
         "trained": dict(run.trained),
-        "phases": [{"name": p.name, "epochs": p.epochs, "images": p.images, "trains": list(p.trains)}
-                   for p in run.phases],
+        "phases": [{"name": p.name, "epochs": p.epochs, "images": p.images} for p in run.phases],
     }
 
 

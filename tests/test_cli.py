@@ -119,7 +119,7 @@ def test_bad_yaml_and_unknown_config_key(tmp_path, capsys):
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("epochz: 3\n")
     code, _, err = run(capsys, "train", "--config", str(unknown))
-    assert code == 2 and "unknown config option(s): epochz" in err
+    assert code == 2 and "unknown option 'epochz'; did you mean 'epochs'?" in err
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):

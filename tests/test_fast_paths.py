@@ -11,7 +11,9 @@ import torch
 
 from aeclass import TrainConfig, train
 from aeclass.data import load_dataset
-from aeclass.engine import EMA, shifted, tta_logits, use_channels_last
+from aeclass.device import use_channels_last
+from aeclass.engine import EMA
+from aeclass.evaluation import shifted, tta_logits
 from aeclass.models import create_model
 
 QUIET = dict(log=lambda *a: None, progress=False)

@@ -111,10 +111,11 @@ def test_fresh_weights_for_a_student_keep_the_stem_set_from_the_data(tmp_path):
     """Self-training students start from fresh weights (restart_weights); fastcnn's stem is not learned but
     set from the data, so it must survive, while the convolutions are drawn again."""
     from aeclass.data import load_dataset
-    from aeclass.train import restart_weights
+    from aeclass.engine import restart_weights
+    from aeclass.train import build_model
     cfg = tiny(tmp_path)
     model = train(cfg, **QUIET).model
     stem, conv = model.encoder.whiten.weight.clone(), model.encoder.groups[0][0].weight.clone()
-    restart_weights(model, cfg, load_dataset("digits"))
+    restart_weights(model, lambda: build_model(cfg, load_dataset("digits")), cfg.seed)
     assert torch.equal(model.encoder.whiten.weight, stem)
     assert not torch.equal(model.encoder.groups[0][0].weight, conv)

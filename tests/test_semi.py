@@ -54,8 +54,9 @@ def test_semi_without_reconstruction_needs_no_decoder(tmp_path, one_thread):
     rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
     assert rows[0]["train_recon"] == ""
     # With a decoder but recon_weight 0 the decoder is left out of the optimiser.
-    from aeclass.strategies import build_phases
-    phases = build_phases(tiny(tmp_path, recon_weight=0.0), r.model)
+    from aeclass.config import validate
+    from aeclass.strategies import create_strategy
+    phases = create_strategy(validate(tiny(tmp_path, recon_weight=0.0))).phases(r.model)
     assert [(p.name, p.trains) for p in phases] == [("semi", ("encoder", "head"))]
     with pytest.raises(ConfigError, match="needs a model with a decoder"):
         train(tiny(tmp_path, model="cnn", out=str(tmp_path / "bad")), **QUIET)
@@ -181,10 +182,10 @@ def test_student_phase_relabels_and_restarts(tmp_path, one_thread):
 
 def test_student_rounds_each_student_teaches_the_next(tmp_path, one_thread, monkeypatch):
     import sys
-    tr = sys.modules["aeclass.train"]
+    engine = sys.modules["aeclass.engine"]
     restarts = []
-    real = tr.restart_weights
-    monkeypatch.setattr(tr, "restart_weights", lambda *a: (restarts.append(1), real(*a)))
+    real = engine.restart_weights
+    monkeypatch.setattr(engine, "restart_weights", lambda *a: (restarts.append(1), real(*a)))
     logs = []
     r = train(tiny(tmp_path, epochs=4, student_epochs=3, student_rounds=2), log=logs.append, progress=False)
     rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
@@ -208,7 +209,8 @@ def test_student_rounds_each_student_teaches_the_next(tmp_path, one_thread, monk
 
 def test_confident_labels_undo_label_smoothing(tmp_path, one_thread):
     """A model trained with smoothing e is at best 1 - e + e/K sure; mapped back, that is full confidence."""
-    from aeclass.engine import TrainData, confident_labels
+    from aeclass.data.train_data import TrainData
+    from aeclass.strategies import confident_labels
     ds = load_dataset("digits")
     cfg = tiny(tmp_path, confidence=0.95)
     data = TrainData.build(ds, cfg, torch.device("cpu"))
@@ -227,7 +229,8 @@ def test_confident_labels_undo_label_smoothing(tmp_path, one_thread):
 
 
 def test_confident_labels_follow_the_threshold(tmp_path, one_thread):
-    from aeclass.engine import TrainData, confident_labels
+    from aeclass.data.train_data import TrainData
+    from aeclass.strategies import confident_labels
     r = train(tiny(tmp_path, epochs=1), **QUIET)
     data = TrainData.build(load_dataset("digits"), r.config, torch.device("cpu"))
     counts = {}
@@ -253,7 +256,7 @@ def test_student_resume_continues_exactly(tmp_path, interrupt_training, one_thre
 
 @pytest.mark.parametrize("bad, match", [({"student_epochs": -1}, "whole number"),
                                         ({"student_epochs": 2, "student_smoothing": 1.5}, "in \\[0, 1\\)"),
-                                        ({"student_epochs": 2, "student_rounds": 0}, "whole number >= 1")])
+                                        ({"student_epochs": 2, "student_rounds": 0}, "positive integer")])
 def test_student_epochs_validation(bad, match, tmp_path, capsys):
     from aeclass.config import validate
     with pytest.raises(ConfigError, match=match):
@@ -281,16 +284,23 @@ def test_bad_student_augment_fails_before_training(tmp_path, capsys):
 
 def test_student_augment_and_smoothing_reach_the_student_only(tmp_path, one_thread, monkeypatch):
     import sys
-    tr = sys.modules["aeclass.train"]
-    seen = []
-    real = tr.train_phase_epoch
+    engine, losses = sys.modules["aeclass.engine"], sys.modules["aeclass.strategies.losses"]
+    seen, smoothing = [], []
+    real_epoch, real_ce = engine.train_one_epoch, losses.classification
 
-    def spy(model, phase, data, cfg, *a, **k):
-        seen.append((phase.name, data.augment.rotation, cfg.label_smoothing))
-        return real(model, phase, data, cfg, *a, **k)
-    monkeypatch.setattr(tr, "train_phase_epoch", spy)
+    def epoch_spy(run, phase, data, *a, **k):
+        seen.append((phase.name, data.augment.rotation))
+        return real_epoch(run, phase, data, *a, **k)
+
+    def ce_spy(logits, y, eps):
+        smoothing.append((seen[-1][0], eps))
+        return real_ce(logits, y, eps)
+    monkeypatch.setattr(engine, "train_one_epoch", epoch_spy)
+    monkeypatch.setattr(losses, "classification", ce_spy)
+    monkeypatch.setattr(sys.modules["aeclass.strategies.semi"], "classification", ce_spy)
     train(tiny(tmp_path, epochs=1, student_epochs=1, student_augment="rot=10", student_smoothing=0.2), **QUIET)
-    assert seen == [("semi", 0.0, 0.0), ("student", 10.0, 0.2)]
+    assert seen == [("semi", 0.0), ("student", 10.0)]
+    assert {s for s in smoothing} == {("semi", 0.0), ("student", 0.2)}
 
 
 def test_semi_with_label_smoothing_still_pseudo_labels(tmp_path, one_thread):

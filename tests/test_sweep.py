@@ -11,7 +11,7 @@ import torch
 from aeclass import TrainConfig
 from aeclass.cli import main
 from aeclass.data import load_dataset
-from aeclass.engine import TrainData
+from aeclass.data.train_data import TrainData
 from aeclass.errors import AeclassError
 from aeclass.sweep import BASELINE, FIELDS, labelled_indices, run_sweep
 

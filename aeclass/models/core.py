@@ -47,6 +47,10 @@ class AEClassifier(nn.Module):
         'decoder' (an image reconstructed from the code alone). Subclasses add their own (LadderNet: 'ladder')."""
         return ({"head"} if self.has_head else set()) | ({"decoder"} if self.has_decoder else set())
 
+    def capability_note(self, capability: str) -> str | None:
+        """Why this model lacks `capability`, when there is more to say than that it has none."""
+        return None
+
     @torch.no_grad()
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.in_mean.copy_(mean.reshape(self.in_mean.shape))

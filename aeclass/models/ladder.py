@@ -159,6 +159,12 @@ class LadderNet(AEClassifier):
         # so strategies that ask for a 'decoder' (joint, semi's reconstruction) refuse it; `ladder` asks for this.
         return {"head", "ladder"}
 
+    def capability_note(self, capability: str) -> str | None:
+        if capability == "decoder":
+            return ("has a decoder that needs the lateral connections of --strategy ladder; it cannot reconstruct "
+                    "from the code alone (use --strategy ladder, or semi with --no-recon)")
+        return None
+
     def _layers(self) -> list[LadderLayer]:
         return [*self.encoder.layers, self.head]
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 import torch
 
 from ..errors import ConfigError
-from ..options import check_fields, unknown_key_error
+from ..options import check_fields, check_value, choice_error, unknown_key_error
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -86,9 +86,12 @@ class Strategy:
         """The strategy's options from cfg.strategy_kwargs, checked (types, domains, then `check_options`)."""
         known = {f.name for f in dataclasses.fields(cls.Options)}
         given = {k: v for k, v in (cfg.strategy_kwargs or {}).items() if k in known}
-        stray = set(cfg.strategy_kwargs or {}) - known - _all_option_names()
+        others = {f.name: f for s in _STRATEGIES.values() for f in dataclasses.fields(s.Options)}
+        stray = set(cfg.strategy_kwargs or {}) - known - set(others)
         if stray:
             raise unknown_key_error(stray, known, f"--strategy {cls.name}")
+        for k in set(cfg.strategy_kwargs or {}) - known:  # another strategy's option: ignored, but never nonsense
+            check_value(others[k], cfg.strategy_kwargs[k])
         opts = cls.Options(**given)
         check_fields(opts)
         cls.check_options(opts, cfg)
@@ -108,6 +111,9 @@ class Strategy:
         has = model.capabilities
         name = model.spec["name"] if hasattr(model, "spec") else type(model).__name__
         for need in sorted(self.requires(pretrained) - has):
+            why = model.capability_note(need)
+            if why:
+                raise ConfigError(f"--strategy {self.name}: model '{name}' {why}")
             if need == "head":
                 raise ConfigError(f"--strategy {self.name} needs a classification head; the dataset has no classes")
             if self.model is not None:
@@ -145,14 +151,14 @@ _CAPABILITY_TEXT = {"decoder": "a decoder (one that reconstructs the image from 
                     "ladder": "the Ladder network's lateral decoder"}
 
 
-def _all_option_names() -> set[str]:
-    return {f.name for cls in _STRATEGIES.values() for f in dataclasses.fields(cls.Options)}
-
-
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: register a Strategy subclass under its `name` (a later one of the same name wins)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__}: a strategy needs a name")
+    from ..config import FIELDS  # an option may not shadow a common one: flat spellings must stay unambiguous
+    clash = {f.name for f in dataclasses.fields(cls.Options)} & set(FIELDS)
+    if clash:
+        raise ValueError(f"strategy '{cls.name}': option(s) {sorted(clash)} already exist as common TrainConfig options")
     if cls.name in _STRATEGIES and _STRATEGIES[cls.name] is not cls:
         warnings.warn(f"strategy '{cls.name}' registered twice; the later definition wins")
     _STRATEGIES[cls.name] = cls
@@ -170,7 +176,7 @@ def list_strategies() -> list[str]:
 
 def get_strategy(name: str) -> type[Strategy]:
     if name not in _STRATEGIES:
-        raise unknown_key_error([name], list(_STRATEGIES), "--strategy", "strategy")
+        raise choice_error(name, list(_STRATEGIES), "--strategy")
     return _STRATEGIES[name]
 
 

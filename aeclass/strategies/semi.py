@@ -92,13 +92,16 @@ def unsmoothed_confidence(p_max: torch.Tensor, smoothing: float, classes: int) -
 
 
 @torch.no_grad()
-def confident_labels(model, data, cfg, confidence: float, smoothing: float = 0.0, batch_size: int = 1024) -> torch.Tensor:
+def confident_labels(model, data, cfg, smoothing: float = 0.0, batch_size: int = 1024,
+                     confidence: float | None = None) -> torch.Tensor:
     """Self-training targets for every training image: the model's class where its top probability (with
-    the run's test-time views, cfg.tta_flip / cfg.tta_shift) reaches `confidence`, -1 (unlabelled)
+    the run's test-time views, cfg.tta_flip / cfg.tta_shift) reaches `confidence` (default: the config's
+    semi option), -1 (unlabelled)
     elsewhere, and the real label wherever there is one. `smoothing` is the label smoothing the model was
     trained with: its top probability is mapped back through it first (unsmoothed_confidence); without that a
     second self-training round on MNIST passed 595 of 59,900 images and the student fell to 6.5 % error."""
     from ..evaluation import scored_batches
+    confidence = cfg.confidence if confidence is None else confidence
     labels = []
     for _, _, out in scored_batches(model, data.x, cfg.precision, cfg.memory_format, cfg.tta_flip, cfg.tta_shift,
                                     batch_size, decode=False):
@@ -196,7 +199,8 @@ class Semi(Strategy):
             teacher = run.final_model()
             smoothing = self.opts.student_smoothing if index > 0 and self.is_student(run.phases[index - 1]) \
                 else self.cfg.label_smoothing
-        self.state["student_labels"] = confident_labels(teacher, run.data, self.cfg, self.opts.confidence, smoothing)
+        self.state["student_labels"] = confident_labels(teacher, run.data, self.cfg, smoothing,
+                                                        confidence=self.opts.confidence)
         run.add_training_time(time.perf_counter() - t0)  # part of making the model: training time
         accuracy = run.test_metrics(final=True, of=teacher).get("accuracy")
         self.teacher = teacher = None  # not needed again: free its memory
