@@ -233,15 +233,7 @@ def _plot(rows: list[dict], path: Path, n_train: int | None) -> None:
     plot_accuracy_vs_labels(rows, path, n_train=n_train)
 
 
-def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRATEGIES, labels=DEFAULT_LABELS,
-              seeds=3, epochs: int | None = None, preset: str | None = None, config_file: str | None = None,
-              data_dir: str | None = None, baseline: bool = True, overrides: dict | None = None, report: bool = True,
-              log=print) -> SweepResult:
-    """Train every strategy x labels x seed cell into `out`/runs/ and write results.csv, summary.md and
-    accuracy_vs_labels.png (see the module docstring). `seeds` is a count (seeds 0..n-1) or a list;
-    `labels` items are counts or 'all'; `overrides` are further TrainConfig options (threads, device, ...)."""
-    t_start = time.perf_counter()
-    sweep_dir = Path(out)
+def _grid(strategies, labels, seeds) -> tuple[list[str], list[int | None], list[int]]:
     strategies = parse_list(strategies, "strategies")
     label_items = [parse_labels(x) for x in parse_list(labels, "labels")]
     if len(set(label_items)) != len(label_items):
@@ -252,97 +244,123 @@ def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRAT
             raise ConfigError(f"seeds: expected distinct seeds >= 0, got {seeds}")
     else:
         seed_list = parse_seeds(seeds)
+    return strategies, label_items, seed_list
+
+
+@dataclass
+class _Sweep:
+    """One call of run_sweep: the grid, where it goes, and the rows so far."""
+
+    dir: Path
+    preset: str | None
+    config_file: str | None
+    overrides: dict
+    log: object
+    rows: list
+    trained: int = 0
+    reused: int = 0
+    done: int = 0
+    total: int = 0
+
+    def cell(self, cell: Cell, ds) -> None:
+        """Train one cell (or resume it from its checkpoint), or read it back when it finished earlier."""
+        self.done += 1
+        run_dir = self.dir / "runs" / cell.name
+        cfg = _cell_config(cell, self.preset, self.config_file, self.overrides, run_dir)
+        rel = f"runs/{cell.name}"
+        if (run_dir / "metrics.json").is_file():
+            saved = yaml_load(run_dir / "config.yaml")
+            diff = _config_mismatch(saved, cfg)
+            if diff:
+                raise AeclassError(f"{run_dir} was trained with another configuration ({diff}); use a new "
+                                   f"--out, or delete that run directory to retrain it")
+            metrics = _read_json(run_dir / "metrics.json")
+            self.rows.append(_row(cell, metrics, rel, saved))
+            self.reused += 1
+            self.log(f"[{self.done}/{self.total}] {cell.name}: done earlier, test_accuracy {_fmt(metrics.get('test_accuracy'))}")
+            return
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        if resume:
+            diff = _config_mismatch(yaml_load(run_dir / "config.yaml"), cfg)
+            if diff:
+                raise AeclassError(f"{run_dir} was started with another configuration ({diff}); use a new "
+                                   f"--out, or delete that run directory")
+        t0 = time.perf_counter()
+        result = train(cfg, resume=resume, log=lambda *a: None, progress=False, dataset=ds)
+        self.trained += 1
+        self.rows.append(_row(cell, result.metrics, rel, cfg.to_dict()))
+        self.log(f"[{self.done}/{self.total}] {cell.name}: {'resumed, ' if resume else ''}test_accuracy "
+                 f"{_fmt(result.metrics.get('test_accuracy'))} ({time.perf_counter() - t0:.1f} s)")
+
+    def baseline(self, ds, labels: int | None, seed: int) -> None:
+        cell = Cell(BASELINE, labels, seed)
+        self.done += 1
+        run_dir = self.dir / "runs" / cell.name
+        if (run_dir / "metrics.json").is_file():
+            metrics, note = _read_json(run_dir / "metrics.json"), "done earlier, "
+            self.reused += 1
+        else:
+            metrics, note = run_labelspreading(ds, labels, seed), ""
+            metrics["data"] = ds.name
+            atomic_write_json(run_dir / "metrics.json", metrics)
+            self.trained += 1
+        self.rows.append(_row(cell, metrics, f"runs/{cell.name}", metrics.get("params", {})))
+        self.log(f"[{self.done}/{self.total}] {cell.name}: {note}test_accuracy {_fmt(metrics.get('test_accuracy'))}")
+
+
+def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRATEGIES, labels=DEFAULT_LABELS,
+              seeds=3, epochs: int | None = None, preset: str | None = None, config_file: str | None = None,
+              data_dir: str | None = None, baseline: bool = True, overrides: dict | None = None, report: bool = True,
+              log=print) -> SweepResult:
+    """Train every strategy x labels x seed cell into `out`/runs/ and write results.csv, summary.md and
+    accuracy_vs_labels.png (see the module docstring). `seeds` is a count (seeds 0..n-1) or a list;
+    `labels` items are counts or 'all'; `overrides` are further TrainConfig options (threads, device, ...)."""
+    t_start = time.perf_counter()
+    sweep_dir = Path(out)
+    strategies, label_items, seed_list = _grid(strategies, labels, seeds)
     ov = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if data is not None:
-        ov["data"] = data
-    if data_dir is not None:
-        ov["data_dir"] = data_dir
-    if epochs is not None:
-        ov["epochs"] = epochs
+    ov.update({k: v for k, v in (("data", data), ("data_dir", data_dir), ("epochs", epochs)) if v is not None})
     # Resolve one cell's config up front: bad strategies, presets or options fail before any training.
     for s in strategies:
         _cell_config(Cell(s, label_items[0], seed_list[0]), preset, config_file, ov, sweep_dir / "runs" / "check")
     probe = _cell_config(Cell(strategies[0], None, seed_list[0]), preset, config_file, ov, sweep_dir)
     folder = probe.data.startswith("folder:")  # a folder without a train/test split is split by the seed
-
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(sweep_dir / "sweep.json", {
         "data": probe.data, "strategies": strategies, "labels": [x or "all" for x in label_items], "seeds": seed_list,
         "preset": preset, "config_file": config_file, "overrides": ov, "baseline": baseline,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-
-    rows: list[dict] = []
-    trained = reused = 0
-    n_train = None
-    ds, ds_seed = None, None
-    results = sweep_dir / "results.csv"
-    cells = [(Cell(s, lab, seed)) for seed in seed_list for lab in label_items for s in strategies]
-    total = len(cells) + (len(seed_list) * len(label_items) if baseline else 0)
-    done = 0
+    sw = _Sweep(sweep_dir, preset, config_file, ov, log, [])
+    sw.total = len(strategies) * len(label_items) * len(seed_list) + (len(seed_list) * len(label_items) if baseline else 0)
+    n_train, ds, ds_seed = None, None, None
     for seed in seed_list:
         if ds is None or (folder and ds_seed != seed):
             ds = load_dataset(probe.data, probe.data_dir, image_size=probe.image_size, channels=probe.channels, seed=seed)
-            ds_seed = seed
-            n_train = int(ds.train_x.shape[0])
+            ds_seed, n_train = seed, int(ds.train_x.shape[0])
         for lab in label_items:
             if lab is not None and lab >= n_train:
                 log(f"sweep: --labels {lab} >= the {n_train} training images, the same as 'all': skipped")
-                done += len(strategies) + bool(baseline)
+                sw.done += len(strategies) + bool(baseline)
                 continue
             if lab is not None and lab < ds.num_classes:
                 raise ConfigError(f"--labels {lab} is fewer than the {ds.num_classes} classes")
             for s in strategies:
-                cell = Cell(s, lab, seed)
-                done += 1
-                run_dir = sweep_dir / "runs" / cell.name
-                cfg = _cell_config(cell, preset, config_file, ov, run_dir)
-                rel = f"runs/{cell.name}"
-                if (run_dir / "metrics.json").is_file():
-                    saved = yaml_load(run_dir / "config.yaml")
-                    diff = _config_mismatch(saved, cfg)
-                    if diff:
-                        raise AeclassError(f"{run_dir} was trained with another configuration ({diff}); use a new "
-                                           f"--out, or delete that run directory to retrain it")
-                    metrics = _read_json(run_dir / "metrics.json")
-                    rows.append(_row(cell, metrics, rel, saved))
-                    reused += 1
-                    log(f"[{done}/{total}] {cell.name}: done earlier, test_accuracy {_fmt(metrics.get('test_accuracy'))}")
-                else:
-                    resume = (run_dir / "checkpoints" / "last.pt").is_file()
-                    if resume:
-                        diff = _config_mismatch(yaml_load(run_dir / "config.yaml"), cfg)
-                        if diff:
-                            raise AeclassError(f"{run_dir} was started with another configuration ({diff}); use a new "
-                                               f"--out, or delete that run directory")
-                    t0 = time.perf_counter()
-                    result = train(cfg, resume=resume, log=lambda *a: None, progress=False, dataset=ds)
-                    trained += 1
-                    rows.append(_row(cell, result.metrics, rel, cfg.to_dict()))
-                    log(f"[{done}/{total}] {cell.name}: {'resumed, ' if resume else ''}test_accuracy "
-                        f"{_fmt(result.metrics.get('test_accuracy'))} ({time.perf_counter() - t0:.1f} s)")
-                _write_results(results, rows)
+                sw.cell(Cell(s, lab, seed), ds)
+                _write_results(sweep_dir / "results.csv", sw.rows)
             if baseline:
-                cell = Cell(BASELINE, lab, seed)
-                done += 1
-                run_dir = sweep_dir / "runs" / cell.name
-                if (run_dir / "metrics.json").is_file():
-                    metrics = _read_json(run_dir / "metrics.json")
-                    note = "done earlier, "
-                    reused += 1
-                else:
-                    metrics = run_labelspreading(ds, lab, seed)
-                    metrics["data"] = ds.name
-                    atomic_write_json(run_dir / "metrics.json", metrics)
-                    note = ""
-                    trained += 1
-                rows.append(_row(cell, metrics, f"runs/{cell.name}", metrics.get("params", {})))
-                log(f"[{done}/{total}] {cell.name}: {note}test_accuracy {_fmt(metrics.get('test_accuracy'))}")
-                _write_results(results, rows)
-
-    if not rows:
+                sw.baseline(ds, lab, seed)
+                _write_results(sweep_dir / "results.csv", sw.rows)
+    if not sw.rows:
         raise AeclassError("sweep: no cell to run (every label count was >= the training-set size?)")
     wall = time.perf_counter() - t_start
-    atomic_write_text(sweep_dir / "summary.md", summary_markdown(rows, probe.data, n_train, wall))
+    _finish(sweep_dir, sw.rows, probe.data, n_train, wall, report, log)
+    log(f"sweep: {sw.trained} cells run, {sw.reused} reused, {wall:.0f} s -> {sweep_dir}/results.csv, summary.md, "
+        "accuracy_vs_labels.png")
+    return SweepResult(sweep_dir, sw.rows, sw.trained, sw.reused, wall)
+
+
+def _finish(sweep_dir: Path, rows: list, data: str, n_train, wall: float, report: bool, log) -> None:
+    atomic_write_text(sweep_dir / "summary.md", summary_markdown(rows, data, n_train, wall))
     _plot(rows, sweep_dir / "accuracy_vs_labels.png", n_train)
     if report:
         try:
@@ -350,9 +368,6 @@ def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRAT
             log(f"report: {write_report(sweep_dir)}")
         except (ImportError, AeclassError) as e:
             log(f"report skipped: {e}")
-    log(f"sweep: {trained} cells run, {reused} reused, {wall:.0f} s -> {sweep_dir}/results.csv, summary.md, "
-        "accuracy_vs_labels.png")
-    return SweepResult(sweep_dir, rows, trained, reused, wall)
 
 
 def _fmt(v) -> str:

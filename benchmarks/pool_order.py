@@ -21,8 +21,9 @@ from torch import nn
 from aeclass import build_config
 from aeclass.cpu import tune_allocator
 from aeclass.data import load_dataset
-from aeclass.engine import TrainData, make_optimizer, train_phase_epoch
-from aeclass.strategies import build_phases
+from aeclass.data.train_data import TrainData
+from aeclass.engine import Run, make_optimizer, train_one_epoch
+from aeclass.strategies import create_strategy
 from aeclass.train import build_model
 
 
@@ -57,12 +58,15 @@ def main() -> None:
         models = {"pool -> relu (aeclass)": pool_first, "relu -> pool (seed)": relu_before_pool(pool_first)}
         data = TrainData.build(ds, cfg, dev)
         steps = args.images // cfg.batch_size
-        parts = {k: (m, build_phases(cfg, m)[0], make_optimizer(m.parameters(), cfg)) for k, m in models.items()}
+        strategy = create_strategy(cfg)
+        parts = {k: (m, strategy.phases(m)[0], make_optimizer(m.parameters(), cfg)) for k, m in models.items()}
         speeds: dict[str, list[float]] = {k: [] for k in models}
         for r in range(args.rounds + 1):  # round 0 warms both up and is not counted
             for name, (m, phase, opt) in parts.items():
                 t = time.perf_counter()
-                train_phase_epoch(m, phase, data, cfg, opt, torch.Generator().manual_seed(r), 0, steps, 0, dev)
+                run = Run(cfg, ds, data, m, strategy, [phase], dev, torch.Generator().manual_seed(r), lambda: None,
+                          {"head": True, "decoder": False})
+                train_one_epoch(run, phase, data, opt, 0, steps, 0)
                 if r:
                     speeds[name].append(args.images / (time.perf_counter() - t))
         results["precisions"][precision] = speeds

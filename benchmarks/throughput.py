@@ -155,7 +155,7 @@ def kernel_bound(w: dict, shape, precision: str, reps: int = 20) -> dict:
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import flop_registry
 
-    from aeclass.engine import memory_format_for
+    from aeclass.device import memory_format_for
     counted = set(flop_registry)
     calls: list = []
 

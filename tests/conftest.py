@@ -25,6 +25,7 @@ def interrupt_training(monkeypatch):
     """`arm(n)`: the next training run raises KeyboardInterrupt right after its n-th epoch's files (metrics.csv,
     checkpoints) are written, as a user's Ctrl-C would; `disarm()` restores normal training."""
     import sys
+    import aeclass.train
     tr = sys.modules["aeclass.train"]
     real = tr._write_csv
 

@@ -71,3 +71,21 @@ def test_an_old_run_still_evaluates_and_predicts(tmp_path):
     for r in rows:
         r["path"] = Path(r["path"]).name
     assert _close(rows, want["predict"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, after", [("semi-student", 2), ("semi-student", 3), ("semi-student", 6),
+                                         ("ladder", 1), ("pretrain-finetune", 1)])
+def test_an_interrupted_run_resumes_to_the_recorded_figures(name, after, tmp_path, interrupt_training):
+    """Interrupted after epoch `after` (inside the semi phase, at the teacher -> student hand-over, between two
+    students; after an autoencoder pre-training phase), then `aeclass train --resume`: the recorded figures."""
+    from aeclass.cli import main
+    interrupt_training.arm(after)
+    out = tmp_path / name
+    argv = [a.replace("{out}", str(out)) for a in record.CASES[name]]
+    assert main(argv) == 130  # as after Ctrl-C
+    interrupt_training.disarm()
+    assert main(["train", "--resume", str(out), "--quiet", "--no-report"]) == 0
+    now = {"metrics": record._numbers(json.loads((out / "metrics.json").read_text())),
+           "csv": record._csv(out / "metrics.csv")}
+    assert _close(now, FIGURES[name]), _first_difference(now, FIGURES[name])

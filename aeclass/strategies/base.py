@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..models import AEClassifier
 
 _STRATEGIES: dict[str, type["Strategy"]] = {}
+PARTS = ("encoder", "decoder", "head")  # an AEClassifier's sub-modules that a phase trains or freezes
 
 
 @dataclass
@@ -48,6 +49,11 @@ class Phase:
     mix_labelled: bool = False    # with images="all": add a labelled batch to every step (few-label training)
     trains: tuple[str, ...] = ("encoder", "decoder", "head")  # sub-modules given to the optimiser
     frozen: tuple[str, ...] = ()  # sub-modules held in eval mode with no gradient (linear probe)
+
+    def __post_init__(self):
+        bad = [p for p in (*self.trains, *self.frozen) if p not in PARTS]
+        if bad:  # a misspelt part would otherwise train nothing, silently
+            raise ValueError(f"phase '{self.name}': unknown model part '{bad[0]}'; the parts are {', '.join(PARTS)}")
 
 
 @dataclass
