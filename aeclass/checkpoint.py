@@ -13,8 +13,9 @@ and renamed into place (timm's CheckpointSaver habit), and loaded with weights_o
     optimizer_state, generator_state, torch_rng_state, progress   (last.pt only: to resume exactly)
     config, classes, image_shape, data_name
 
-A run directory stands for its final model, checkpoints/last.pt: the model its metrics.json describes.
-best.pt (the final-phase epoch with the lowest training loss) is there to be named explicitly.
+A run directory stands for the model its metrics.json describes: best.pt when a validation set (--val)
+chose it, else the final model, last.pt. Without a validation set best.pt (the final-phase epoch with the
+lowest training loss) is there to be named explicitly.
 """
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ def make_checkpoint(run, opt) -> dict:
         "optimizer_state": opt.state_dict(),
         "generator_state": run.gen.get_state(),
         "torch_rng_state": torch.get_rng_state(),
-        "progress": {k: prog[k] for k in ("phase_index", "phase_epoch", "step", "history", "best_loss", "elapsed")
-                     if k in prog} | ({"best_epoch": prog["best_epoch"]} if "best_epoch" in prog else {}),
+        "progress": {k: prog[k] for k in ("phase_index", "phase_epoch", "step", "history", "best_loss", "elapsed",
+                                          "best_epoch", "best_val_accuracy", "stopped_early") if k in prog},
         "config": run.cfg.to_dict(),
         "classes": list(run.ds.classes),
         "image_shape": list(run.ds.image_shape),
@@ -120,9 +121,13 @@ def restore(run, ck: dict) -> dict | None:
 
 
 def resolve(path: str | Path) -> Path:
-    """The checkpoint file a path names: a .pt file itself, or a run directory's final model (last.pt)."""
+    """The checkpoint file a path names: a .pt file itself, or a run directory's model, the one its
+    metrics.json describes ("checkpoint": best.pt when chosen on a validation set), else last.pt."""
     p = Path(path)
     if p.is_dir():
+        named = _metrics_checkpoint(p)
+        if named is not None:
+            return named
         for name in ("checkpoints/last.pt", "last.pt", "checkpoints/best.pt", "best.pt"):
             if (p / name).is_file():
                 return p / name
@@ -130,6 +135,17 @@ def resolve(path: str | Path) -> Path:
     if not p.is_file():
         raise AeclassError(f"checkpoint not found: {p}")
     return p
+
+
+def _metrics_checkpoint(run_dir: Path) -> Path | None:
+    try:
+        import json
+        name = json.loads((run_dir / "metrics.json").read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    return run_dir / name if (run_dir / name).is_file() else None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

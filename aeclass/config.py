@@ -38,6 +38,24 @@ def parse_labels(value) -> int | None:
     return n
 
 
+def _count_or_fraction(value):
+    """--val 500 (images) or 0.1 (a fraction of the labels); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"--val: expected a number of images or a fraction below 1, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"--val: expected a number of images or a fraction below 1, got {value!r}") from None
+    if isinstance(value, float) and value >= 1:
+        if value != int(value):
+            raise ConfigError(f"--val: expected a whole number of images or a fraction below 1, got {value!r}")
+        value = int(value)
+    return value
+
+
 def _device(value):
     if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value.strip()):
         return value.strip()
@@ -59,6 +77,13 @@ class TrainConfig:
     labels: int | None = option(None, "labelled training images to keep (balanced per class, drawn by seed) or 'all'",
                                 "data", convert=parse_labels)
     augment: str = option("default", "'default' (per dataset), 'none' or e.g. crop=4,flip,rot=10,grey=0.2", "data")
+    unlabelled: str | None = option(None, "a directory or .zip of unlabelled images (any layout) to train on as well",
+                                    "data")
+    labels_csv: str | None = option(None, "a CSV of file,label rows labelling --data folder:IMAGES; its other "
+                                    "images are unlabelled", "data")
+    val: int | float | None = option(None, "hold out N labelled training images (or a fraction < 1), balanced and seeded, "
+                               "to validate on: per-epoch val_accuracy, best.pt by it", "data", low=0, low_open=True,
+                               convert=_count_or_fraction)
     # model
     model: str = option("hybrid", "a registered model (aeclass.models.list_models())", "model")
     model_kwargs: dict = option(help="the model factory's options, e.g. {code_dim: 64} (--model-opt)", group="model",
@@ -92,6 +117,8 @@ class TrainConfig:
     warmup_epochs: float = option(0.0, "linear warm-up length in epochs (cosine, onecycle)", "optimisation", low=0)
     ema: float = option(0.0, "decay of a moving average of the weights, evaluated and saved instead of them "
                         "(e.g. 0.999; 0 = off)", "optimisation", low=0, high=1, high_open=True)
+    early_stop: int | None = option(None, "with --val: stop the final phase after N epochs without a better "
+                                    "validation accuracy", "optimisation", low=1)
     # speed
     precision: str = option("fp32", "fp32 | bf16 (autocast)", "speed", choices=("fp32", "bf16"))
     compile: bool = option(False, "torch.compile the encoder, decoder and head (needs a C++ compiler on CPU)",
@@ -212,6 +239,8 @@ def validate(values: dict | TrainConfig) -> TrainConfig:
     cfg.strategy_kwargs = dataclasses.asdict(cls.options_from(cfg))
     if cfg.nesterov and cfg.optimizer == "sgd" and cfg.momentum == 0:
         raise ConfigError("--nesterov needs a --momentum above 0")
+    if cfg.early_stop and cfg.val is None:
+        raise ConfigError("--early-stop needs a validation set to watch: give --val N (or a fraction)")
     return cfg
 
 

@@ -32,6 +32,7 @@ from .strategies import Phase, Strategy
 COLUMNS = ["phase", "epoch", "phase_epoch", "lr", "train_loss", "train_ce", "train_recon", "train_accuracy",
            "test_accuracy", "test_loss", "test_recon_mse", "epoch_seconds", "elapsed_seconds",
            "train_pseudo", "train_confident", "train_denoise"]
+VAL_COLUMNS = ["val_accuracy", "val_loss"]  # after those, in runs with a validation set (--val)
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
@@ -157,7 +158,8 @@ class Run:
 
     @property
     def columns(self) -> list[str]:
-        cols = COLUMNS + [f"train_{k}" for k in self.strategy.metric_columns if f"train_{k}" not in COLUMNS]
+        cols = COLUMNS + (VAL_COLUMNS if self.data.val_x is not None else [])
+        cols += [f"train_{k}" for k in self.strategy.metric_columns if f"train_{k}" not in cols]
         seen = {k for row in self.progress["history"] for k in row}
         return cols + sorted(seen - set(cols))
 
@@ -173,6 +175,19 @@ class Run:
         m = evaluate(of if of is not None else self.final_model(), self.data.test_x, self.data.test_y, cfg.precision,
                      memory_format=cfg.memory_format, tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift if final else 0)
         return trained_only(m, self.trained["head"], self.trained["decoder"])
+
+    def val_metrics(self) -> dict:
+        """Accuracy and loss on the held-out labelled images (--val), as the test set is monitored."""
+        if self.data.val_x is None:
+            return {}
+        cfg = self.cfg
+        m = evaluate(self.final_model(), self.data.val_x, self.data.val_y, cfg.precision,
+                     memory_format=cfg.memory_format, tta_flip=cfg.tta_flip)
+        return {"val_accuracy": m.get("accuracy"), "val_loss": m.get("loss")}
+
+    @property
+    def selects_by_validation(self) -> bool:
+        return self.data.val_x is not None and self.trained["head"]
 
     def add_training_time(self, seconds: float) -> None:
         self.progress["elapsed"] += seconds
@@ -259,6 +274,8 @@ def fit(run: Run, opt_state: dict | None = None) -> None:
     """Train every phase from where `run.progress` stands (0 for a new run, the checkpoint's for a resumed
     one); `opt_state` is the optimiser state of the phase being resumed."""
     prog = run.progress
+    if prog.get("stopped_early"):  # a finished run, resumed: nothing left to train
+        return
     trainable = [p for p in run.model.parameters() if p.requires_grad]
     epoch_global = sum(p.epochs for p in run.phases[:prog["phase_index"]]) + prog["phase_epoch"]
     for pi in range(prog["phase_index"], len(run.phases)):
@@ -298,14 +315,37 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
                "test_accuracy": test.get("accuracy") if head_trained else None,
                "test_loss": test.get("loss") if head_trained else None,
                "test_recon_mse": test.get("recon_mse"), "epoch_seconds": train_time,
-               "elapsed_seconds": prog["elapsed"]}
+               "elapsed_seconds": prog["elapsed"], **(run.val_metrics() if head_trained else {})}
         prog["history"].append(row)
         prog.update(phase_index=pi, phase_epoch=ep + 1, step=prog["step"] + spe)
-        improved = is_last_phase and means.get("train_loss", float("inf")) < prog["best_loss"]
-        if improved:
-            prog.update(best_loss=means["train_loss"], best_epoch=epoch_global)
+        improved = is_last_phase and _improved(run, row)
         if run.saver is not None:
             run.saver.save_epoch(run, opt, improved)
         if run.on_epoch is not None:
             run.on_epoch(run, row)
+        if is_last_phase and _stop_early(run, epoch_global):
+            run.log(f"{phase.name}: no better validation accuracy for {run.cfg.early_stop} epochs; stopping early "
+                    f"(best: epoch {prog['best_epoch']})")
+            prog["stopped_early"] = epoch_global
+            break
     return epoch_global
+
+
+def _improved(run: Run, row: dict) -> bool:
+    """Whether this final-phase epoch is the best so far: by validation accuracy when there is a validation set
+    (ties go to the earlier epoch), else by training loss (the test set never selects a checkpoint)."""
+    prog = run.progress
+    if run.selects_by_validation:
+        better = row["val_accuracy"] > prog.get("best_val_accuracy", -1.0)
+        if better:
+            prog.update(best_val_accuracy=row["val_accuracy"], best_epoch=row["epoch"])
+        return better
+    better = row.get("train_loss", float("inf")) < prog["best_loss"]
+    if better:
+        prog.update(best_loss=row["train_loss"], best_epoch=row["epoch"])
+    return better
+
+
+def _stop_early(run: Run, epoch: int) -> bool:
+    patience = run.cfg.early_stop
+    return bool(patience) and run.selects_by_validation and epoch - run.progress.get("best_epoch", epoch) >= patience

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_dataset, to_float
+from .data import dataset_for, to_float
 from .errors import AeclassError
 from .checkpoint import load_checkpoint
 from .io import atomic_write_bytes, atomic_write_json
@@ -29,8 +29,9 @@ def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | Non
     from .evaluation import evaluate, trained_only
     model, ck = load_model(checkpoint)
     cfg = ck["config"]
-    ds = load_dataset(data or cfg["data"], data_dir or cfg.get("data_dir"), image_size=cfg.get("image_size"), channels=cfg.get("channels"),
-                      seed=cfg.get("seed", 0))
+    other = {"spec": data, "labels_csv": None} if data else {}  # another dataset: none of the run's label files
+    # unlabelled images play no part in test metrics: not decoded
+    ds = dataset_for(cfg, unlabelled=None, data_dir=data_dir or cfg.get("data_dir"), **other)
     if list(ds.image_shape) != list(ck["image_shape"]):
         raise AeclassError(f"--data {ds.name}: images are {tuple(ds.image_shape)} but the model expects {tuple(ck['image_shape'])}")
     if model.has_head and ds.num_classes != len(ck["classes"]):

@@ -58,7 +58,7 @@ def choices_of(f: dataclasses.Field):
 
 
 def _expected(kind: type, f) -> str:
-    parts = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a mapping",
+    parts = {object: "a number", bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "a mapping",
              list: "a list", tuple: "a list"}.get(kind, kind.__name__)
     low, high = f.metadata.get("low"), f.metadata.get("high")
     if kind is int and low == 1 and high is None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RUNTIME_KEYS, TrainConfig, build_config, parse_labels
-from .data import labelled_subset, load_dataset
+from .data import dataset_for, labelled_subset
 from .errors import AeclassError, ConfigError
 from .io import atomic_write_json, atomic_write_text
 from .strategies import get_strategy
@@ -335,7 +335,7 @@ def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRAT
     n_train, ds, ds_seed = None, None, None
     for seed in seed_list:
         if ds is None or (folder and ds_seed != seed):
-            ds = load_dataset(probe.data, probe.data_dir, image_size=probe.image_size, channels=probe.channels, seed=seed)
+            ds = dataset_for(probe, seed=seed)
             ds_seed, n_train = seed, int(ds.train_x.shape[0])
         for lab in label_items:
             if lab is not None and lab >= n_train:

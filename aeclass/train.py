@@ -5,9 +5,10 @@ Run directory layout (a public interface: scripts read these files):
     config.yaml          the resolved TrainConfig (the strategy's options under strategy_kwargs)
     run.json             seed, versions, device, command, data summary, labelled/unlabelled counts, phases
     metrics.csv          one row per epoch: phase, losses, accuracies, reconstruction MSE, lr, seconds
-    metrics.json         final figures of the final model (checkpoints/last.pt): test_accuracy, ...
+    metrics.json         final figures of the model to use: best.pt by validation with --val, else last.pt
     checkpoints/last.pt  written after every epoch (temp file + rename); --resume continues from it
-    checkpoints/best.pt  the final-phase epoch with the lowest training loss (test data never select it)
+    checkpoints/best.pt  the final-phase epoch with the best validation accuracy (--val), else the lowest
+                         training loss; test data never select it
 
 This module only orchestrates: it prepares the data, the model and the strategy, hands them to the engine,
 and writes the files; the loop is the engine's, the checkpoint format aeclass.checkpoint's.
@@ -30,7 +31,7 @@ from ._version import __version__
 from .checkpoint import CheckpointSaver, load_init_weights, restore
 from .config import TrainConfig, save_config, validate
 from .cpu import tune_allocator
-from .data import load_dataset
+from .data import dataset_for
 from .data.augment import augment_to_string
 from .data.train_data import TrainData
 from .device import memory_format_for, pick_device
@@ -96,8 +97,7 @@ def _prepare(cfg: TrainConfig, resume: bool, init: str | None, log, dataset) -> 
     average, compilation) and strategy, in the order that fixes every random draw of a run."""
     device = pick_device(cfg.device)
     gen = seed_everything(cfg.seed)
-    ds = dataset if dataset is not None else load_dataset(cfg.data, cfg.data_dir, image_size=cfg.image_size,
-                                                          channels=cfg.channels, seed=cfg.seed)
+    ds = dataset if dataset is not None else dataset_for(cfg)
     if cfg.labels is not None and cfg.labels > ds.train_x.shape[0]:
         log(f"note: --labels {cfg.labels} exceeds the {ds.train_x.shape[0]} training images; using all labels")
     strategy = create_strategy(cfg)
@@ -160,6 +160,9 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         f"{run.ds.train_x.shape[0]} train images, model {cfg.model} "
         f"({sum(p.numel() for p in run.model.parameters()):,} parameters), {run.device}")
     fit(run, opt_state)
+    if run.selects_by_validation and saver.best.is_file():  # the model to use: the best on validation
+        from .checkpoint import load_checkpoint
+        run.final_model().load_state_dict(load_checkpoint(saver.best)["model_state"])
     t_eval = time.perf_counter()
     metrics = final_metrics(run, run.test_metrics(final=True))
     metrics["eval_seconds"] = time.perf_counter() - t_eval  # the final test evaluation, test-time views included
@@ -233,6 +236,13 @@ def final_metrics(run: Run, final: dict) -> dict:
         cm = torch.bincount(y * k + final["predictions"], minlength=k * k).reshape(k, k)
         m["confusion_matrix"] = cm.tolist()
         m["per_class_accuracy"] = (cm.diag().float() / cm.sum(1).clamp_min(1).float()).tolist()
-    m["checkpoint"] = "checkpoints/last.pt"  # the model these figures describe (evaluate RUN uses the same)
+    # the model these figures describe; `aeclass evaluate RUN`, predict and the report use the same
+    by_val = run.selects_by_validation and "best_epoch" in prog
+    m["checkpoint"] = "checkpoints/best.pt" if by_val else "checkpoints/last.pt"
+    m["selected_by"] = "val_accuracy" if by_val else "last epoch"
     m["trained"] = dict(run.trained)
+    if run.data.val_x is not None:
+        best = next((r for r in prog["history"] if r["epoch"] == prog.get("best_epoch")), {})
+        m.update(val_accuracy=best.get("val_accuracy"), n_val=int(run.data.val_x.shape[0]),
+                 stopped_early_at=prog.get("stopped_early"))
     return m

@@ -38,23 +38,41 @@ def cache_dir() -> Path:
 
 
 def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-                 image_size: int | None = None, channels: int | None = None, seed: int = 0) -> ImageDataset:
+                 image_size: int | None = None, channels: int | None = None, seed: int = 0,
+                 unlabelled: str | os.PathLike | None = None, labels_csv: str | os.PathLike | None = None) -> ImageDataset:
     """Load a dataset by name: 'digits', 'mnist', 'cifar10' or 'folder:PATH'.
 
     `data_dir` is searched first for file-based sources; `download` allows fetching canonical files into the
     cache when they are not found. `image_size`/`channels` set the image shape: for a folder dataset the
     common shape every image is converted to (default: the most common size and mode among its images); for
     the built-in sources a resize / channel conversion applied once at load. `seed` only matters for a folder without train/test
-    sub-folders, which is split stratified 80/20 by that seed.
+    sub-folders, which is split stratified 80/20 by that seed. `unlabelled` (a directory or .zip of images)
+    adds unlabelled training images; `labels_csv` gives a folder's labels as file,label rows (see
+    aeclass/data/unlabelled.py).
     """
     if spec.startswith("folder:"):
         from .folder import load_folder
         path = spec[len("folder:"):]
         if not path:
             raise DataError("--data folder: needs a path, e.g. --data folder:/path/to/images or folder:images.zip")
-        return load_folder(path, image_size=image_size, channels=channels, seed=seed)
-    ds = _load_builtin(spec, data_dir, download)
-    return _reshape(ds, image_size, channels) if (image_size or channels) else ds
+        ds = load_folder(path, image_size=image_size, channels=channels, seed=seed, labels_csv=labels_csv)
+    else:
+        if labels_csv:
+            raise DataError(f"--labels-csv: labels a folder of images (--data folder:PATH), not '{spec}'")
+        ds = _load_builtin(spec, data_dir, download)
+        ds = _reshape(ds, image_size, channels) if (image_size or channels) else ds
+    if unlabelled:
+        from .unlabelled import add_unlabelled
+        ds = add_unlabelled(ds, unlabelled)
+    return ds
+
+
+def dataset_for(cfg, **kw) -> ImageDataset:
+    """The dataset a run's config (a TrainConfig or a saved config dict) names; `kw` overrides arguments."""
+    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+    args = dict(spec=get("data"), data_dir=get("data_dir"), image_size=get("image_size"), channels=get("channels"),
+                seed=int(get("seed") or 0), unlabelled=get("unlabelled"), labels_csv=get("labels_csv"))
+    return load_dataset(**{**args, **kw})
 
 
 def _load_builtin(spec: str, data_dir, download: bool) -> ImageDataset:
@@ -90,5 +108,5 @@ def _reshape(ds: ImageDataset, image_size: int | None, channels: int | None) -> 
     return out
 
 
-__all__ = ["ImageDataset", "UNLABELLED", "load_dataset", "labelled_subset", "semi_labels", "to_float",
+__all__ = ["ImageDataset", "UNLABELLED", "load_dataset", "dataset_for", "labelled_subset", "semi_labels", "to_float",
            "default_data_dirs", "cache_dir", "DATA_ENV", "SOURCES"]

@@ -71,6 +71,9 @@ def labelled_subset(y: torch.Tensor, n_labels: int | None, seed: int, num_classe
     passed here, so the test set cannot leak into the labelled subset.
     """
     n = int(y.shape[0])
+    if bool((y < 0).any()):  # unlabelled samples (-1) are never drawn: the subset is of the labelled ones
+        lab = torch.nonzero(y >= 0).flatten()
+        return lab[labelled_subset(y[lab], n_labels, seed, num_classes)]
     if n_labels is None or n_labels >= n:
         return torch.arange(n)
     if n_labels <= 0:
@@ -95,6 +98,23 @@ def labelled_subset(y: torch.Tensor, n_labels: int | None, seed: int, num_classe
             short -= 1
     picked = np.concatenate([pools[c][: quota[c]] for c in classes])
     return torch.from_numpy(np.sort(picked)).long()
+
+
+def validation_subset(y: torch.Tensor, labelled: torch.Tensor, val, seed: int, num_classes: int) -> torch.Tensor:
+    """The indices (a subset of `labelled`) held out for validation: `val` images, or that fraction of the
+    labelled ones, balanced per class, drawn by a stream of its own (the seed's labelled draw is unchanged).
+    Every class keeps at least one training label."""
+    n_lab = int(labelled.numel())
+    n_val = int(round(val * n_lab)) if val < 1 else int(val)
+    if not 1 <= n_val <= n_lab - num_classes:
+        raise ConfigError(f"--val {val}: {n_val} validation images would leave fewer than one training label per "
+                          f"class ({n_lab} labelled images, {num_classes} classes)")
+    picked = labelled[labelled_subset(y[labelled], n_val, seed + 1_000_003, num_classes)]
+    left = torch.bincount(y[labelled], minlength=num_classes) - torch.bincount(y[picked], minlength=num_classes)
+    if int(left.min()) < 1:
+        raise ConfigError(f"--val {val}: class '{int(left.argmin())}' would have no training label left; "
+                          "hold out fewer images")
+    return picked
 
 
 def semi_labels(y: torch.Tensor, labelled_idx: torch.Tensor) -> torch.Tensor:

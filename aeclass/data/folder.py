@@ -2,6 +2,9 @@
 
 Layout: ``ROOT/<class>/**/<image>`` or ``ROOT/{train,test}/<class>/**/<image>``; a lone wrapper folder (as
 zips often have) is looked into. Without train/ and test/ each class is split 80/20, reproducibly by `seed`.
+Unlabelled images go in a folder named ``unlabelled`` (or ``unlabeled``) beside the class folders (in train/
+when there is a train/ and test/ split): they are training images with label -1, never test images. Other
+ways to give unlabelled images (``--unlabelled PATH``, ``--labels-csv``) are in aeclass/data/unlabelled.py.
 Images are ``.jpg .jpeg .png .bmp .gif .webp .tif .tiff`` in any case; hidden files and ``__MACOSX`` are
 skipped. Class names are the sorted folder names.
 
@@ -41,6 +44,8 @@ ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 TEST_FRACTION = 0.2
 HIDDEN = re.compile(r"\.|__MACOSX$")  # hidden files and folders, macOS zip metadata
 EXPECTED = "expected class sub-folders (ROOT/<class>/<image>) or train/ and test/ folders of them"
+UNLABELLED_DIRS = {"unlabelled", "unlabeled"}  # a folder of images without a class, beside the class folders
+UNLABELLED_SPLIT = "unlabelled"  # the split of those entries in scan()'s (split, class, name) tuples; class ""
 
 
 class _Dir:
@@ -115,10 +120,12 @@ def scan(src) -> tuple[list[tuple[str, str, str]], dict]:
     has_split = "train" in top and "test" in top
     entries, skipped = [], 0
     for name, p in zip(images, parts):
-        if has_split and p[0] in (top["train"], top["test"]) and len(p) >= 3:
+        if has_split and p[0] == top["train"] and len(p) >= 3 and p[1].lower() in UNLABELLED_DIRS:
+            entries.append((UNLABELLED_SPLIT, "", name))
+        elif has_split and p[0] in (top["train"], top["test"]) and len(p) >= 3 and p[1].lower() not in UNLABELLED_DIRS:
             entries.append((p[0].lower(), p[1], name))
         elif not has_split and len(p) >= 2:
-            entries.append(("", p[0], name))
+            entries.append((UNLABELLED_SPLIT, "", name) if p[0].lower() in UNLABELLED_DIRS else ("", p[0], name))
         else:
             skipped += 1
     where = src.label(prefix.rstrip("/")) if prefix else src.label("").rstrip("/:")
@@ -128,7 +135,9 @@ def scan(src) -> tuple[list[tuple[str, str, str]], dict]:
     for split in ("train", "test") if has_split else ():
         if not any(s == split for s, _, _ in entries):
             raise DataError(f"folder: {where}/{top[split]} has no images in class folders; {EXPECTED}")
-    train_classes = {c for s, c, _ in entries if s != "test"}
+    if not any(s != UNLABELLED_SPLIT for s, _, _ in entries):
+        raise DataError(f"folder: {where} has unlabelled images only; {EXPECTED}, beside the unlabelled/ folder")
+    train_classes = {c for s, c, _ in entries if s not in ("test", UNLABELLED_SPLIT)}
     if extra := sorted({c for s, c, _ in entries if s == "test"} - train_classes):
         raise DataError(f"folder: {where}: test classes {', '.join(extra)} have no train/ folder; "
                         "test classes must be a subset of the train classes")
@@ -137,6 +146,27 @@ def scan(src) -> tuple[list[tuple[str, str, str]], dict]:
     info = {"layout": "train/ and test/ folders" if has_split else "class folders", "root": prefix.rstrip("/") or ".",
             **({"skipped": f"{skipped} images outside class folders ignored"} if skipped else {})}
     return entries, info
+
+
+def split_entries(entries, seed: int, info: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(labels with -1 for unlabelled, train indices, test indices, classes) of scan()'s entries. The test set
+    is the test/ folder, or a stratified 80/20 split of the labelled images by `seed`; unlabelled images are
+    always training images."""
+    classes = sorted({c for s, c, _ in entries if s != UNLABELLED_SPLIT})
+    splits = np.array([s for s, _, _ in entries])
+    unl = splits == UNLABELLED_SPLIT
+    y = np.full(len(entries), -1, dtype=np.int64)
+    y[~unl] = np.searchsorted(np.array(classes), [c for s, c, _ in entries if s != UNLABELLED_SPLIT])
+    if info["layout"] == "class folders":
+        lab = np.flatnonzero(~unl)
+        tr, te = split_indices(y[lab], seed)
+        tr, te = np.sort(np.concatenate([lab[tr], np.flatnonzero(unl)])), lab[te]
+        info["split"] = f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} per class of the labelled images, seed {seed}"
+    else:
+        tr, te = np.flatnonzero((splits == "train") | unl), np.flatnonzero(splits == "test")
+        info["split"] = "train/ and test/ folders as given"
+    info["unlabelled"] = int(unl.sum())
+    return y, tr, te, classes
 
 
 def _to_array(data: bytes, label: str, mode: str | None = None, size: tuple[int, int] | None = None):
@@ -261,15 +291,20 @@ def split_indices(labels: np.ndarray, seed: int, test_fraction: float = TEST_FRA
 
 
 def load_folder(path: os.PathLike | str, image_size: int | tuple[int, int] | None = None,
-                channels: int | None = None, seed: int = 0) -> ImageDataset:
-    """Images of class sub-folders as uint8 (N, C, H, W); see the module docstring for the rules."""
+                channels: int | None = None, seed: int = 0, labels_csv: str | None = None) -> ImageDataset:
+    """Images of class sub-folders as uint8 (N, C, H, W); see the module docstring for the rules. With
+    `labels_csv` the folder is any tree of images and the CSV's rows (file,label) say which are labelled."""
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     size = None if size is None else tuple(int(v) for v in size)
     if channels not in (None, 1, 3) or (size is not None and (len(size) != 2 or min(size) < 1)):
         raise DataError(f"folder: need channels 1 or 3 and a positive image size, got {channels} and {image_size}")
     src = _open(path)
     try:
-        entries, info = scan(src)
+        if labels_csv:
+            from .unlabelled import scan_with_csv
+            entries, info = scan_with_csv(src, labels_csv)
+        else:
+            entries, info = scan(src)
         names = [n for _, _, n in entries]
         cache = _cache_path(src, size, channels)
         x, meta = _cache_load(cache, names) or (None, None)
@@ -278,15 +313,7 @@ def load_folder(path: os.PathLike | str, image_size: int | tuple[int, int] | Non
             _cache_save(cache, names, x, meta)
     finally:
         src.close()
-    classes = sorted({c for _, c, _ in entries})
-    y = np.searchsorted(np.array(classes), [c for _, c, _ in entries]).astype(np.int64)
-    if info["layout"] == "class folders":
-        tr, te = split_indices(y, seed)
-        info["split"] = f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} per class, seed {seed}"
-    else:
-        splits = np.array([s for s, _, _ in entries])
-        tr, te = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")
-        info["split"] = "train/ and test/ folders as given"
+    y, tr, te, classes = split_entries(entries, seed, info)
     h, w = meta["size"]
     info.update(source=str(Path(path).expanduser().resolve()), image_size=[h, w], channels=meta["channels"],
                 resize=f"{meta['resized']} of {len(names)} images resized to {h}x{w} (bilinear, aspect ratio ignored)",

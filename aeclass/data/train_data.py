@@ -14,7 +14,7 @@ import torch
 
 from ..strategies.base import Batch
 from .augment import AugmentConfig, augment_batch, default_augment, parse_augment
-from .base import ImageDataset, labelled_subset, semi_labels, to_float
+from .base import ImageDataset, labelled_subset, semi_labels, to_float, validation_subset
 
 
 @dataclass
@@ -27,6 +27,8 @@ class TrainData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     augment: AugmentConfig | None
+    val_x: torch.Tensor | None = None  # labelled images held out (--val): never trained on, not even unlabelled
+    val_y: torch.Tensor | None = None
 
     @classmethod
     def build(cls, ds: ImageDataset, cfg, device: torch.device) -> "TrainData":
@@ -34,8 +36,15 @@ class TrainData:
         aug = parse_augment(cfg.augment)
         if aug is None:
             aug = default_augment(ds.name, ds.image_shape)
-        return cls(ds.train_x.to(device), semi_labels(ds.train_y, idx).to(device), idx.to(device),
-                   ds.test_x.to(device), ds.test_y.to(device), aug)
+        if not getattr(cfg, "val", None):
+            return cls(ds.train_x.to(device), semi_labels(ds.train_y, idx).to(device), idx.to(device),
+                       ds.test_x.to(device), ds.test_y.to(device), aug)
+        val = validation_subset(ds.train_y, idx, cfg.val, cfg.seed, ds.num_classes)
+        keep = torch.ones(ds.train_y.shape[0], dtype=torch.bool)
+        keep[val] = False
+        y = semi_labels(ds.train_y, idx[~torch.isin(idx, val)])[keep]
+        return cls(ds.train_x[keep].to(device), y.to(device), torch.nonzero(y >= 0).flatten().to(device),
+                   ds.test_x.to(device), ds.test_y.to(device), aug, ds.train_x[val].to(device), ds.train_y[val].to(device))
 
     def relabelled(self, y: torch.Tensor, augment: str | None = None) -> "TrainData":
         """The same images with other labels (-1 = unlabelled), e.g. a teacher's pseudo-labels, and

@@ -134,7 +134,7 @@ class Loaded:
 def load_model_and_data(files: RunFiles) -> tuple[Loaded | None, str | None]:
     """The run's final model (checkpoints/last.pt, the model metrics.json describes) and its test set, or None
     and the reason they are unavailable."""
-    from ..data import load_dataset
+    from ..data import dataset_for
     from ..device import pick_device
     from ..inference import load_model
     try:
@@ -148,8 +148,7 @@ def load_model_and_data(files: RunFiles) -> tuple[Loaded | None, str | None]:
     if not name:
         return None, "the run does not name its dataset (no config.yaml)"
     try:
-        ds = load_dataset(name, cfg.get("data_dir"), download=False, image_size=cfg.get("image_size"), channels=cfg.get("channels"),
-                          seed=int(cfg.get("seed") or 0))
+        ds = dataset_for({**cfg, "data": name}, download=False, unlabelled=None)
     except AeclassError as e:
         return None, f"the dataset '{name}' could not be loaded: {e}"
     want = list(ck.get("image_shape") or model.input_shape)
