@@ -6,16 +6,27 @@
     >>> result = aeclass.train(aeclass.TrainConfig(data="digits", labels=100, strategy="joint", epochs=20))
     >>> result.metrics["test_accuracy"]
 
-New models register with `aeclass.register_model`, new strategies with `aeclass.register_strategy`.
+`aeclass.load(path)` turns a run directory, checkpoint or export into a predictor (predict, predict_proba,
+encode). New models register with `aeclass.register_model`, new strategies with `aeclass.register_strategy`.
 """
 from ._version import __version__
 from .config import PRESETS, TrainConfig, build_config
 from .data import load_dataset
 from .errors import AeclassError
 from .models import create_model, list_models, register_model
+from .predictor import Predictor, load
 from .strategies import Strategy, create_strategy, list_strategies, register_strategy
 from .train import RunResult, train
 
-__all__ = ["TrainConfig", "build_config", "PRESETS", "load_dataset", "create_model", "list_models", "register_model",
+__all__ = ["AutoencoderClassifier", "AutoencoderTransformer", "load", "Predictor", "TrainConfig", "build_config", "PRESETS", "load_dataset", "create_model", "list_models", "register_model",
            "Strategy", "create_strategy", "list_strategies", "register_strategy", "train", "RunResult",
            "AeclassError", "__version__"]
+
+
+def __getattr__(name):
+    # The scikit-learn estimators import sklearn's estimator machinery: only when asked for, so the command
+    # line starts fast.
+    if name in ("AutoencoderClassifier", "AutoencoderTransformer"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'aeclass' has no attribute '{name}'")

@@ -13,7 +13,9 @@ from .errors import AeclassError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage dump
-        raise AeclassError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        # one prefix ("aeclass: error: ..."), the subcommand named once: "train: unrecognized arguments: ..."
+        sub = self.prog.removeprefix("aeclass").strip()
+        raise AeclassError(f"{sub + ': ' if sub else ''}{message} (see '{self.prog} --help')")
 
 
 def _kv(text: str):
@@ -195,7 +197,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from .inference import predict_files
-    rows = predict_files(args.checkpoint, args.inputs, top_k=args.top_k)
+    rows = predict_files(args.checkpoint, args.inputs, top_k=args.top_k, skip_errors=args.skip_errors,
+                         warn=lambda m: print(f"aeclass: {m}", file=sys.stderr))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -217,6 +220,8 @@ def cmd_datasets(args) -> int:
     print(json.dumps(report, indent=2, default=str))
     if args.action == "verify" and not report.get("ok", True):
         return 1
+    if args.action == "locate" and report.get("missing"):  # not found: say so with the exit status too
+        return 1
     return 0
 
 
@@ -234,6 +239,9 @@ def cmd_report(args) -> int:
     return 0
 
 
+MODEL_HELP = "run directory, .pt checkpoint, or an export: OUT.safetensors or OUT.onnx (with OUT.json beside it)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
     p = _Parser(prog="aeclass", description="Autoencoders + image classification, for few labels.")
@@ -242,15 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sweep(sub)
     e = sub.add_parser("evaluate", help="test metrics of a checkpoint or run directory")
-    e.add_argument("checkpoint", help="run directory or .pt checkpoint")
+    e.add_argument("checkpoint", help=MODEL_HELP)
     e.add_argument("--data", help="evaluate on another dataset (same image shape and classes)")
     e.add_argument("--data-dir")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
     pr = sub.add_parser("predict", help="classify image files or folders")
-    pr.add_argument("checkpoint", help="run directory or .pt checkpoint")
+    pr.add_argument("checkpoint", help=MODEL_HELP)
     pr.add_argument("inputs", nargs="+", help="image files or directories (searched recursively)")
     pr.add_argument("--top-k", type=int, default=1)
+    pr.add_argument("--skip-errors", action="store_true",
+                    help="report unreadable files on stderr and go on (default: stop at the first, naming it)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
     d = sub.add_parser("datasets", help="list, locate or verify datasets")
@@ -258,10 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", nargs="?")
     d.add_argument("--data-dir")
     d.set_defaults(func=cmd_datasets)
-    x = sub.add_parser("export", help="export weights as safetensors + JSON, and a torch.export program")
+    x = sub.add_parser("export", help="export as safetensors + JSON, a torch.export program and ONNX")
     x.add_argument("checkpoint", help="run directory or .pt checkpoint")
     x.add_argument("--out", required=True, help="output path without extension, e.g. exported/model")
-    x.add_argument("--format", choices=["safetensors", "program", "all"], default="all")
+    x.add_argument("--format", choices=["safetensors", "program", "onnx", "all"], default="all",
+                   help="all: safetensors, program, and onnx when the onnx extra is installed (default: all)")
     x.set_defaults(func=cmd_export)
     r = sub.add_parser("report", help="write report.html for a run or sweep directory")
     r.add_argument("run_dir")

@@ -85,6 +85,9 @@ def _load_builtin(spec: str, data_dir, download: bool) -> ImageDataset:
     if spec == "cifar10":
         from .cifar10 import load_cifar10
         return load_cifar10(default_data_dirs(data_dir), download=download)
+    if Path(spec).expanduser().exists():  # a directory or zip of the user's own images, named without folder:
+        raise DataError(f"--data: unknown dataset '{spec}'; '{spec}' is a path on disk: did you mean "
+                        f"--data folder:{spec}?")
     raise DataError(f"--data: unknown dataset '{spec}'; expected one of: {', '.join(SOURCES)}")
 
 
