@@ -156,6 +156,9 @@ def _add_sweep(sub):
     p.add_argument("--data", help="digits | mnist | cifar10 | folder:PATH (default: the preset's, else digits)")
     p.add_argument("--data-dir", help="directory holding mnist/cifar10 files")
     p.add_argument("--image-size", type=int, help="folder data: resize images to this square size")
+    p.add_argument("--val", help="hold out N labelled images (or a fraction) per cell to validate on; the "
+                                 "summary then ranks the strategies by validation accuracy")
+    p.add_argument("--unlabelled", help="a directory or .zip of unlabelled images added to every cell")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated (default: %(default)s)")
     p.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="comma-separated counts or 'all' (default: %(default)s)")
     p.add_argument("--seeds", default="3", help="number of seeds (0..N-1) or a list such as 0,4,7 (default: %(default)s)")
@@ -178,7 +181,8 @@ def cmd_sweep(args) -> int:
     result = run_sweep(args.out, data=args.data, strategies=args.strategies, labels=args.labels, seeds=args.seeds,
                        epochs=args.epochs, preset=args.preset, config_file=args.config, data_dir=args.data_dir,
                        baseline=args.baseline, report=not args.no_report, log=log,
-                       overrides={"threads": args.threads, "device": args.device, "image_size": args.image_size})
+                       overrides={"threads": args.threads, "device": args.device, "image_size": args.image_size,
+                                  "val": args.val, "unlabelled": args.unlabelled})
     print((result.sweep_dir / "summary.md").read_text(), end="")
     return 0
 

@@ -132,6 +132,9 @@ class TrainConfig:
     seed: int = option(0, "random seed (label subset, initialisation, batches, augmentation)", "run", low=0)
     out: str | None = option(None, "run directory (default: runs/<data>-<strategy>-<labels>-s<seed>-<time>)", "run",
                              runtime=True)
+    logger: str = option("csv", "per-epoch logging beside metrics.csv (always written): csv (nothing more) | "
+                         "tensorboard (RUN/tensorboard; the tensorboard extra)", "run", runtime=True,
+                         choices=("csv", "tensorboard"))
     report: bool = option(True, "write report.html at the end of training (aeclass train, aeclass sweep)", "run",
                           runtime=True)
 

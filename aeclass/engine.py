@@ -153,6 +153,7 @@ class Run:
     bars: bool = False            # tqdm progress bars (on a terminal)
     saver: object = None          # aeclass.checkpoint.CheckpointSaver
     on_epoch: Callable | None = None  # on_epoch(run, row): after the epoch's checkpoints (train.py: metrics.csv)
+    board: object = None          # an optional TensorBoard writer (--logger tensorboard), fed by on_epoch
     progress: dict = field(default_factory=lambda: {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [],
                                                      "best_loss": float("inf"), "elapsed": 0.0})
 

@@ -49,7 +49,7 @@ BASELINE_PARAMS = {"method": "LabelSpreading", "kernel": "knn", "n_neighbors": 7
 # reconstruction of joint and semi (the TrainConfig default is no noise).
 SWEEP_DEFAULTS = {"epochs": 10, "noise": 0.2}
 FIELDS = ["strategy", "labels", "seed", "test_accuracy", "test_recon_mse", "train_seconds", "n_labelled", "n_train",
-          "run_dir", "config"]
+          "run_dir", "config", "val_accuracy"]
 
 
 @dataclass
@@ -141,7 +141,8 @@ def _row(cell: Cell, metrics: dict, run_dir: str, config: dict) -> dict:
     return {"strategy": cell.strategy, "labels": cell.label_text, "seed": cell.seed,
             "test_accuracy": metrics.get("test_accuracy"), "test_recon_mse": metrics.get("test_recon_mse"),
             "train_seconds": metrics.get("train_seconds"), "n_labelled": metrics.get("n_labelled"),
-            "n_train": metrics.get("n_train"), "run_dir": run_dir, "config": _compact(config)}
+            "n_train": metrics.get("n_train"), "run_dir": run_dir, "config": _compact(config),
+            "val_accuracy": metrics.get("val_accuracy")}
 
 
 def _read_json(path: Path) -> dict:
@@ -218,6 +219,7 @@ def summary_markdown(rows: list[dict], data: str, n_train: int | None, wall_seco
            f"{BASELINE_PARAMS['n_neighbors']}) on PCA-{BASELINE_PARAMS['pca_components']} pixels with the same "
            "labelled subsets.", "", "## Test accuracy (%)", "", table("test_accuracy", 100, ".2f", strategies), "",
            "## Training seconds per run", "", table("train_seconds", 1, ".1f", strategies)]
+    out += _validation_section(rows, nets, label_cols, table)
     if with_recon:
         out += ["", "## Test reconstruction MSE", "",
                 "(The decoder of `supervised` is untrained: its MSE is that of a random decoder.)", "",
@@ -226,6 +228,23 @@ def summary_markdown(rows: list[dict], data: str, n_train: int | None, wall_seco
     out += ["", f"Total training time of all cells: {total:.0f} s" +
             (f"; wall time of the last `aeclass sweep` call: {wall_seconds:.0f} s." if wall_seconds is not None else ".")]
     return "\n".join(out) + "\n"
+
+
+def _validation_section(rows, nets, label_cols, table) -> list[str]:
+    """With --val: validation accuracy per cell, and the strategy it ranks first at each label count, the
+    honest choice when the data have no labelled test set (the test set never chooses)."""
+    if not any(r.get("val_accuracy") not in (None, "") for r in rows):
+        return []
+    best = []
+    for lab in label_cols:
+        means = {s: np.mean([float(r["val_accuracy"]) for r in rows if r["strategy"] == s and r["labels"] == lab
+                             and r.get("val_accuracy") not in (None, "")] or [np.nan]) for s in nets}
+        means = {s: v for s, v in means.items() if not np.isnan(v)}
+        if means:
+            top = max(means, key=means.get)
+            best.append(f"- {lab} labels: **{top}** ({100 * means[top]:.2f} % on validation)")
+    return ["", "## Validation accuracy (%)", "", "Measured on labelled images held out of training (`--val`).", "",
+            table("val_accuracy", 100, ".2f", nets), "", "Which strategy to use, by validation accuracy:", "", *best]
 
 
 def _plot(rows: list[dict], path: Path, n_train: int | None) -> None:

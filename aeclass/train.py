@@ -149,6 +149,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     allocator = tune_allocator() if pick_device(cfg.device).type == "cpu" else None  # faster, same results
     run = _prepare(cfg, resume, init, log, dataset)
     run.saver, run.on_epoch = saver, _after_epoch
+    run.board = _tensorboard(run_dir) if cfg.logger == "tensorboard" else None
     run.bars = progress and sys.stderr.isatty()
     opt_state = restore(run, saver.load_last(run.device)) if resume else None
     if resume:
@@ -156,10 +157,15 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "run.json", _run_info(run, allocator))
+    n_val = 0 if run.data.val_x is None else int(run.data.val_x.shape[0])
     log(f"run {run_dir}: {cfg.strategy} on {run.ds.name} {tuple(run.ds.image_shape)}, {run.data.n_labelled} labelled / "
-        f"{run.ds.train_x.shape[0]} train images, model {cfg.model} "
+        f"{run.data.x.shape[0]} train images{f' ({n_val} held out to validate)' if n_val else ''}, model {cfg.model} "
         f"({sum(p.numel() for p in run.model.parameters()):,} parameters), {run.device}")
-    fit(run, opt_state)
+    try:
+        fit(run, opt_state)
+    finally:
+        if run.board is not None:
+            run.board.close()
     if run.selects_by_validation and saver.best.is_file():  # the model to use: the best on validation
         from .checkpoint import load_checkpoint
         run.final_model().load_state_dict(load_checkpoint(saver.best)["model_state"])
@@ -180,7 +186,9 @@ def _run_info(run: Run, allocator) -> dict:
         "seed": cfg.seed, "versions": versions(), "device": str(run.device), "allocator": allocator,
         "command": sys.argv, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ds.summary(), "n_train": int(ds.train_x.shape[0]), "n_test": int(ds.test_x.shape[0]),
-        "n_labelled": data.n_labelled, "n_unlabelled": int(ds.train_x.shape[0]) - data.n_labelled,
+        "n_labelled": data.n_labelled, "n_unlabelled": int(data.x.shape[0]) - data.n_labelled,
+        "n_val": 0 if data.val_x is None else int(data.val_x.shape[0]),
+        "best_by": "val_accuracy" if run.selects_by_validation else "train_loss",
         "augment": cfg.augment if cfg.augment != "default" else f"default ({augment_to_string(data.augment)})",
         "model": model.spec, "parameters": sum(p.numel() for p in model.parameters()),
         "strategy": {"name": cfg.strategy, "class": f"{type(run.strategy).__module__}.{type(run.strategy).__qualname__}",
@@ -190,8 +198,21 @@ def _run_info(run: Run, allocator) -> dict:
     }
 
 
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--logger tensorboard needs the tensorboard extra: pip install 'aeclass[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
 def _after_epoch(run: Run, row: dict) -> None:
     _write_csv(Path(run.cfg.out) / "metrics.csv", run.progress["history"], run.columns)
+    if getattr(run, "board", None) is not None:  # the same figures, as TensorBoard scalars by global epoch
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k not in ("epoch", "phase_epoch"):
+                run.board.add_scalar(k, v, row["epoch"])
+        run.board.flush()
     run.log(_epoch_line(row, run.phases[run.progress["phase_index"]].epochs))
 
 

@@ -146,3 +146,30 @@ def test_no_options_runs_the_demo_preset_even_with_where_to_write(tmp_path, caps
     assert code == 0 and "--preset demo" in out and "test accuracy:" in out
     cfg = yaml.safe_load((tmp_path / "demo" / "config.yaml").read_text())
     assert (cfg["data"], cfg["labels"], cfg["strategy"], cfg["noise"]) == ("digits", 100, "joint", 0.2)
+
+
+def test_a_terminal_run_shows_no_warning_text(tmp_path):
+    """On a terminal (a pty: tqdm's bars are on) with every warning an error, training runs clean: no warning
+    breaks the progress bar, none is hidden."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-W", "error", "-m", "aeclass", "train", "--data", "digits", "--labels",
+                             "50", "--epochs", "2", "--threads", "1", "--no-report", "--out", str(tmp_path / "run")],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert "test accuracy" in text and "Warning" not in text and "warn" not in text.lower(), text[-2000:]

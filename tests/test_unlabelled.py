@@ -145,3 +145,16 @@ def test_early_stop_needs_val_and_stops(tmp_path):
     r = train(TrainConfig(data="digits", labels=50, val=20, strategy="supervised", model="cnn", epochs=40,
                           early_stop=1, lr=0.05, threads=1, out=str(tmp_path / "run"), report=False), **QUIET)
     assert r.metrics["stopped_early_at"] is not None and r.metrics["stopped_early_at"] < 40
+
+
+def test_sweep_ranks_strategies_by_validation(tmp_path, capsys):
+    assert main(["sweep", "--data", "digits", "--strategies", "supervised,joint", "--labels", "100", "--seeds", "1",
+                 "--epochs", "1", "--val", "30", "--threads", "1", "--no-baseline", "--no-report", "--quiet",
+                 "--out", str(tmp_path / "sw")]) == 0
+    summary = (tmp_path / "sw" / "summary.md").read_text()
+    assert "## Validation accuracy (%)" in summary and "Which strategy to use, by validation accuracy" in summary
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "sw" / "results.csv")))
+    assert all(0 < float(r["val_accuracy"]) <= 1 for r in rows)
+    best = max(rows, key=lambda r: float(r["val_accuracy"]))["strategy"]
+    assert f"**{best}**" in summary

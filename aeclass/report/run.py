@@ -255,6 +255,9 @@ class RunReport:
                     ("phases", ", ".join(f"{p.get('name')} ({p.get('epochs')} epochs, {p.get('images')} images)"
                                          for p in info.get("phases", [])) or None),
                     ("best epoch", m.get("best_epoch")),
+                    ("model described", f"{m.get('checkpoint')} (selected by {m.get('selected_by')})"
+                     if m.get("checkpoint") else None),
+                    ("validation accuracy", f"{m['val_accuracy']:.4f}" if m.get("val_accuracy") is not None else None),
                     ("checkpoint used for figures", loaded.checkpoint if loaded else None),
                     ("started", info.get("started")),
                     ("versions", ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items()
@@ -266,6 +269,10 @@ class RunReport:
                      ("test images", f.get("n_test") or data.get("test_size")),
                      ("labelled train images", f.get("n_labelled")),
                      ("unlabelled train images", f.get("n_unlabelled")),
+                     ("of them given unlabelled", data.get("unlabelled") or None),
+                     ("unlabelled images from", data.get("unlabelled_source")),
+                     ("labels from", data.get("labels")),
+                     ("validation images (held out of the labels)", f.get("n_val") or None),
                      ("classes", f"{len(classes)}: " + ", ".join(classes[:30]) + (" …" if len(classes) > 30 else "")
                       if classes else None),
                      ("augmentation", info.get("augment") or f.config.get("augment")),
