@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from aeclass.cli import main
+from aeclass.errors import AeclassError
 
 
 def run(capsys, *argv):
@@ -173,3 +174,36 @@ def test_a_terminal_run_shows_no_warning_text(tmp_path):
     assert proc.wait(timeout=300) == 0
     text = b"".join(chunks).decode(errors="replace")
     assert "test accuracy" in text and "Warning" not in text and "warn" not in text.lower(), text[-2000:]
+
+
+def test_help_groups_booleans_print_config_and_friendlier_errors(tmp_path, capsys, monkeypatch):
+    import yaml
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(f"{g} options:" in text for g in ("data", "model", "strategy", "optimisation", "speed", "run"))
+    assert "(default: 64)" in text and "semi: top-class probability" in text  # defaults; a strategy's own option
+    # booleans: --x, --no-x and the old --x true|false all work
+    for flags, want in ((["--nesterov"], True), (["--no-nesterov"], False), (["--nesterov", "true"], True),
+                        (["--nesterov", "false"], False)):
+        assert main(["train", "--optimizer", "sgd", *flags, "--print-config"]) == 0
+        assert yaml.safe_load(capsys.readouterr().out)["nesterov"] is want
+    assert not (tmp_path / "runs").exists()  # --print-config trains nothing
+    code, _, err = run(capsys, "train", "--bogus")
+    assert code == 2 and err.startswith("aeclass: error: unrecognized arguments: --bogus") and err.count("aeclass:") == 1
+    (tmp_path / "pics").mkdir()
+    code, _, err = run(capsys, "train", "--data", str(tmp_path / "pics"), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"did you mean --data folder:{tmp_path / 'pics'}" in err
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("AECLASS_DATA", raising=False)
+    assert main(["datasets", "locate", "mnist", "--data-dir", str(tmp_path / "none")]) == 1  # nothing found
+
+
+def test_labels_all_and_flat_strategy_options_in_the_python_api(tmp_path):
+    from aeclass import TrainConfig, train
+    from aeclass.config import validate
+    cfg = validate(TrainConfig(data="digits", labels="all", strategy="semi", confidence=0.9))
+    assert cfg.labels is None and cfg.strategy_kwargs["confidence"] == 0.9 and cfg.confidence == 0.9
+    with pytest.raises(AeclassError, match="--confidence"):
+        train(TrainConfig(data="digits", strategy="semi", confidence=2.0, out=str(tmp_path / "r")))
+    assert not (tmp_path / "r").exists()  # train(cfg) validates first: nothing is written
