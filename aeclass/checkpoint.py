@@ -63,10 +63,13 @@ class CheckpointSaver:
 
     def save(self, ckpt: dict, improved: bool) -> None:
         ckpt = {**ckpt, "format": FORMAT}
-        atomic_write(self.last, lambda f: torch.save(ckpt, f))
+        # best.pt before last.pt: a kill between the two leaves last.pt at the previous epoch, whose resume
+        # trains this epoch again (deterministically) and rewrites best.pt, so last.pt's best_epoch and best.pt
+        # always agree. The other order could leave last.pt saying epoch N is best while best.pt holds N-1.
         if improved:
             use = {k: v for k, v in ckpt.items() if k not in ("optimizer_state", "train_model_state")}
             atomic_write(self.best, lambda f: torch.save(use, f))
+        atomic_write(self.last, lambda f: torch.save(ckpt, f))
 
     def load_last(self, device) -> dict:
         ck = load_checkpoint(self.last)

@@ -102,7 +102,8 @@ def cmd_train(args) -> int:
         try:
             base = yaml.safe_load((run_dir / "config.yaml").read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise AeclassError(f"{run_dir / 'config.yaml'}: cannot read ({type(e).__name__})") from None
+            why = (str(e).splitlines() or [""])[0]
+            raise AeclassError(f"{run_dir / 'config.yaml'}: cannot read ({type(e).__name__}: {why})") from None
         if not isinstance(base, dict):
             raise AeclassError(f"{run_dir / 'config.yaml'}: not a saved aeclass config")
         flags["out"] = str(run_dir)
@@ -114,7 +115,11 @@ def cmd_train(args) -> int:
         if not args.print_config:
             print("aeclass train: no data, model or strategy options given; running --preset demo "
                   "(digits, 100 labels, joint)")
+    if resume:
+        _saved_config(run_dir, base)  # a broken saved config is named as such, before any flag is applied
     cfg = build_config(preset=preset, config_file=args.config, overrides=flags, base=base)
+    if resume:
+        _refuse_changes(run_dir, base, cfg)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
@@ -129,6 +134,31 @@ def cmd_train(args) -> int:
     if cfg.report:
         _write_report(result.run_dir, log)
     return 0
+
+
+def _saved_config(run_dir, base: dict):
+    from .config import build_config
+    from .errors import ConfigError
+    try:
+        return build_config(base=base)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: {e}") from None
+
+
+def _refuse_changes(run_dir, base: dict, cfg) -> None:
+    """A resumed run keeps the options it started with: a run resumed with another --epochs, --lr or --labels
+    would report figures of a run that never happened. Only where and how it runs (RUNTIME_KEYS) may change."""
+    from .config import FIELDS, RUNTIME_KEYS
+    from .errors import ConfigError
+    where = run_dir / "config.yaml"
+    saved, want = _saved_config(run_dir, base).to_dict(), cfg.to_dict()
+    for k in [k for k in saved if k not in RUNTIME_KEYS] + [k for k in want if k not in saved]:
+        if saved.get(k) != want.get(k):
+            flag = "--model-opt" if k == "model_kwargs" else FIELDS[k].metadata.get("flag") if k in FIELDS else None
+            flag = flag or "--" + k.replace("_", "-")
+            raise ConfigError(f"--resume {run_dir}: {flag} {want.get(k)!r} differs from the run's {saved.get(k)!r} "
+                              f"({where}); a resumed run keeps its options (only {', '.join(sorted(RUNTIME_KEYS))} "
+                              "may change): start a new run with another --out")
 
 
 def _write_report(run_dir, log) -> None:

@@ -36,10 +36,11 @@ from .data.train_data import TrainData
 from .device import memory_format_for, pick_device
 from .engine import EMA, Run, fit
 from .errors import AeclassError, ConfigError
-from .io import atomic_write_json, atomic_write_text
+from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .models import AEClassifier, create_model
 from .strategies import create_strategy
 
+RUN_FILES = ("config.yaml", "run.json", "metrics.csv", "metrics.json")  # written by train()
 PCA_SAMPLE = 20000  # training images the --pca-init covariance is estimated from (enough for 784-3072 pixels)
 
 
@@ -138,11 +139,21 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     """
     cfg = validate(cfg)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    if resume and not CheckpointSaver(run_dir).last.is_file():  # before the lock, which creates the directory
+        raise AeclassError(f"--resume: no checkpoint at {CheckpointSaver(run_dir).last} to continue from")
+    # One process per run directory, for the whole run: two trainings writing the same checkpoints would
+    # interleave epochs of different runs. The "already holds a run" check below is only race-free under it.
+    with DirectoryLock(run_dir, "--resume" if resume else "--out"):
+        return _train_locked(cfg, run_dir, resume, init, log, progress, dataset)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, progress: bool, dataset) -> RunResult:
     saver = CheckpointSaver(run_dir)
-    if resume and not saver.last.is_file():
-        raise AeclassError(f"--resume: no checkpoint at {saver.last} to continue from")
     if not resume and (run_dir / "metrics.csv").exists():
         raise AeclassError(f"--out {run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    # A process killed inside atomic_write leaves its temporary file; nobody else writes here while we hold the lock.
+    remove_stale_temporaries(run_dir, RUN_FILES)
+    remove_stale_temporaries(saver.dir, None)
     cfg.out = str(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -153,7 +164,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     opt_state = restore(run, saver.load_last(run.device)) if resume else None
     if resume:
         log(f"resuming {run_dir} at phase {run.progress['phase_index']} epoch {run.progress['phase_epoch']}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        # last.pt is written before metrics.csv: a kill between the two leaves the csv an epoch short
+        _write_csv(run_dir / "metrics.csv", run.progress["history"], run.columns)
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "run.json", _run_info(run, allocator))
     log(f"run {run_dir}: {cfg.strategy} on {run.ds.name} {tuple(run.ds.image_shape)}, {run.data.n_labelled} labelled / "
