@@ -1,6 +1,7 @@
 """The `aeclass` command: train, sweep, evaluate, predict, datasets, export, report.
 
-User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback.
+User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback. Ctrl-C exits 130 and
+SIGTERM 143, each with one line; an interrupted training run resumes with --resume.
 """
 from __future__ import annotations
 
@@ -300,8 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, a container stopping), handled as Ctrl-C is: the same unwinding, so a
+    half-written temporary file is removed and the run resumes from its last checkpoint."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
     argv = sys.argv[1:] if argv is None else argv
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -312,9 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     except AeclassError as e:
         print(f"aeclass: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("aeclass: interrupted (a training run continues with: aeclass train --resume RUN_DIR)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM) if isinstance(e, Terminated) else ("interrupted", 130)
+        print(f"aeclass: {what} (a training run continues with: aeclass train --resume RUN_DIR)", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
