@@ -27,10 +27,10 @@ from aeclass.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--labels", "50", "--threads", "1", "--no-report", "--quiet"]
-RUNS = {  # name -> (train options, SIGKILLs, longest random delay after the process starts writing, s)
-    "supervised": (["--strategy", "supervised", "--epochs", "6"], 6, 1.5),
-    "semi-student": (["--strategy", "semi", "--epochs", "2", "--student-epochs", "2"], 6, 4.0),
-    "ladder": (["--strategy", "ladder", "--model", "ladder", "--epochs", "4"], 5, 2.5),
+RUNS = {  # name -> (train options, SIGKILLs, longest random delay: about an epoch and its evaluation, s)
+    "supervised": (["--strategy", "supervised", "--epochs", "8"], 6, 0.4),
+    "semi-student": (["--strategy", "semi", "--epochs", "4", "--student-epochs", "3"], 6, 1.2),
+    "ladder": (["--strategy", "ladder", "--model", "ladder", "--epochs", "7"], 5, 0.4),
 }
 SWEEP = ["sweep", "--data", "digits", "--strategies", "supervised,joint", "--labels", "50", "--seeds", "1",
          "--epochs", "3", "--no-baseline", "--no-report", "--threads", "1", "--quiet"]
@@ -53,12 +53,27 @@ def newest_write(d: Path) -> int:
     return max((p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file() and p.name != ".lock"), default=0)
 
 
+def epochs_done(d: Path) -> int:
+    """Rows in every metrics.csv under d (a run's, or a sweep's cells'): the epochs checkpointed so far."""
+    n = 0
+    for p in d.rglob("metrics.csv"):
+        try:
+            n += max(0, len(p.read_text().strip().splitlines()) - 1)
+        except OSError:
+            pass
+    return n
+
+
 def kill_at_random(proc: subprocess.Popen, out: Path, rng: random.Random, longest: float) -> bool:
-    """SIGKILL `proc` at a random moment after it starts writing under `out`; False if it finished first."""
-    before, deadline = newest_write(out) if out.exists() else 0, time.time() + 120
-    while proc.poll() is None and (not out.exists() or newest_write(out) <= before):
+    """SIGKILL `proc` at a random moment; False if it finished first. Mostly within the epoch after the first
+    one this process completes (so that every kill costs the run progress it must redo, and some land inside
+    checkpoint writes), sometimes (1 in 5) soon after it starts writing, before any epoch of its own."""
+    early = rng.random() < 0.2
+    probe = (lambda: newest_write(out)) if early else (lambda: epochs_done(out))
+    before, deadline = (probe() if out.exists() else 0), time.time() + 120
+    while proc.poll() is None and (not out.exists() or probe() <= before):
         assert time.time() < deadline, "the process wrote nothing for 2 minutes"
-        time.sleep(0.02)
+        time.sleep(0.01)
     time.sleep(rng.uniform(0, longest))
     if proc.poll() is not None:
         return False
@@ -154,9 +169,10 @@ def test_sigkill_during_a_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_pat
         tries += 1
         assert tries < 4 * SWEEP_KILLS, f"only {hit} of {tries} kills hit a live process"
         proc = launch([*SWEEP, "--out", str(out)])
-        if kill_at_random(proc, out, rng, 3.0):
+        if kill_at_random(proc, out, rng, 0.6):
             hit += 1
             assert_everything_loads(out)
+            print(f"sweep kill {hit}: {epochs_done(out)} epochs done")
         elif (out / "summary.md").exists():
             out.rename(out.with_name(f"done{tries}"))
     finish([*SWEEP, "--out", str(out)], "final rerun")
@@ -188,5 +204,5 @@ def test_sigterm_is_like_ctrl_c_one_line_exit_143_and_resumable(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("aeclass: terminated (SIGTERM)") and "--resume" in lines[0], err
     assert_everything_loads(out)
     finish(train_argv(opts, out), "resume after SIGTERM")
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 6
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 8
 
