@@ -18,6 +18,7 @@ best.pt (the final-phase epoch with the lowest training loss) is there to be nam
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -110,7 +111,17 @@ def make_checkpoint(run, opt) -> dict:
 
 def restore(run, ck: dict) -> dict | None:
     """Put a run back where last.pt left it (weights, weight average, strategy state, progress, random
-    generators); returns the optimiser state of the phase being resumed."""
+    generators); returns the optimiser state of the phase being resumed. A checkpoint whose content does not
+    fit the run (edited, or of another model) is an AeclassError naming it."""
+    try:
+        return _restore(run, ck)
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Error(s) in loading")]
+        raise AeclassError(f"--resume: {ck.get('path', 'last.pt')} does not fit this run "
+                           f"({type(e).__name__}: {(lines or [''])[0][:200]})") from None
+
+
+def _restore(run, ck: dict) -> dict | None:
     run.model.load_state_dict(ck.get("train_model_state", ck["model_state"]))
     if run.ema is not None:
         run.ema.model.load_state_dict(ck["model_state"])
@@ -140,7 +151,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     p = resolve(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, or unsafe content
+    except pickle.UnpicklingError:  # torch's own message goes on to advise weights_only=False: not ours to give
+        raise AeclassError(f"{p}: not a readable aeclass checkpoint (it holds pickled Python objects, which aeclass "
+                           "refuses to load: loading them could run code)") from None
+    except Exception as e:  # truncated file, not a torch file
         msg = (str(e).splitlines() or [""])[0][:200]
         raise AeclassError(f"{p}: not a readable aeclass checkpoint ({type(e).__name__}{': ' + msg if msg else ''})") from None
     if not isinstance(ckpt, dict) or "model_state" not in ckpt or "model_spec" not in ckpt:
@@ -150,6 +164,28 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                            f"({', '.join(FORMATS)}); upgrade aeclass")
     ckpt["path"] = str(p)
     return ckpt
+
+
+def model_from_checkpoint(ck: dict):
+    """The model a loaded checkpoint describes (its model_spec) with its weights; a spec that does not build
+    or weights that do not fit it are an AeclassError naming the file."""
+    from .models import create_model
+    where, spec = ck.get("path", "checkpoint"), ck.get("model_spec")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("input_shape"), list)
+            and isinstance(spec.get("kwargs", {}), dict)):
+        raise AeclassError(f"{where}: its model_spec is not a model description (expected name, input_shape, "
+                           "num_classes, kwargs)")
+    try:
+        model = create_model(spec["name"], spec["input_shape"], spec.get("num_classes"), **spec.get("kwargs", {}))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise AeclassError(f"{where}: cannot rebuild its model ({e})") from None
+    try:
+        model.load_state_dict(ck["model_state"])
+    except (RuntimeError, TypeError, AttributeError) as e:  # shapes or keys that are not this model's
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Error(s) in loading")]
+        raise AeclassError(f"{where}: its weights do not fit its model '{spec['name']}' "
+                           f"({(lines or [type(e).__name__])[0][:200]})") from None
+    return model
 
 
 def final_label_smoothing(ck: dict) -> float:

@@ -9,7 +9,7 @@ import torch
 
 from .data import load_dataset, to_float
 from .errors import AeclassError
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .io import atomic_write_bytes, atomic_write_json
 from .models import AEClassifier, create_model
 
@@ -17,10 +17,7 @@ from .models import AEClassifier, create_model
 def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[AEClassifier, dict]:
     """The model of a run directory or checkpoint file, in eval mode, and the checkpoint dict."""
     ck = load_checkpoint(checkpoint)
-    spec = ck["model_spec"]
-    model = create_model(spec["name"], spec["input_shape"], spec["num_classes"], **spec.get("kwargs", {}))
-    model.load_state_dict(ck["model_state"])
-    return model.to(device).eval(), ck
+    return model_from_checkpoint(ck).to(device).eval(), ck
 
 
 def evaluate_checkpoint(checkpoint, data: str | None = None, data_dir: str | None = None) -> dict:

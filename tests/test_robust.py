@@ -273,3 +273,44 @@ def test_an_empty_last_checkpoint_on_resume_is_one_line(cut_run, tmp_path, capsy
     (run / "checkpoints" / "last.pt").write_bytes(b"")
     code, _, err = cli(capsys, "train", "--resume", str(run), "--quiet")
     one_line_error(code, err, "last.pt", "not a readable aeclass checkpoint")
+
+
+def _edited_checkpoint(cut_run, tmp_path, edit) -> Path:
+    import shutil
+    run = tmp_path / "r"
+    shutil.copytree(cut_run, run)
+    path = run / "checkpoints" / "last.pt"
+    ck = torch.load(path, weights_only=True)
+    edit(ck)
+    torch.save(ck, path)
+    return run
+
+
+def _bad_shape(ck):
+    ck["model_state"]["in_mean"] = torch.zeros(3, 3)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda ck: ck.update(model_spec={"name": "hybrid"}), "model_spec is not a model description"),
+    (lambda ck: ck.update(model_spec="garbage"), "model_spec is not a model description"),
+    (lambda ck: ck["model_spec"].update(name="nope"), "cannot rebuild its model"),
+    (_bad_shape, "do not fit its model 'hybrid' (size mismatch for in_mean"),
+    (lambda ck: ck["model_state"].pop("in_mean"), "Missing key(s)"),
+])
+def test_checkpoints_with_a_bad_spec_or_shapes_are_one_line(cut_run, tmp_path, capsys, edit, needle):
+    run = _edited_checkpoint(cut_run, tmp_path, edit)
+    code, _, err = cli(capsys, "evaluate", str(run))
+    one_line_error(code, err, "last.pt", needle)
+
+
+def test_resuming_from_a_checkpoint_of_other_shapes_is_one_line(cut_run, tmp_path, capsys):
+    run = _edited_checkpoint(cut_run, tmp_path, _bad_shape)
+    code, _, err = cli(capsys, "train", "--resume", str(run), "--quiet", "--no-report")
+    one_line_error(code, err, "--resume", "does not fit this run", "in_mean")
+
+
+def test_a_pickled_checkpoint_is_refused_without_torchs_advice(tmp_path, capsys):
+    torch.save({"model_state": {}, "model_spec": {}, "extra": DirectoryLock(tmp_path)}, tmp_path / "p.pt")
+    code, _, err = cli(capsys, "evaluate", str(tmp_path / "p.pt"))
+    one_line_error(code, err, "pickled Python objects")
+    assert "weights_only" not in err
