@@ -314,3 +314,12 @@ def test_a_pickled_checkpoint_is_refused_without_torchs_advice(tmp_path, capsys)
     code, _, err = cli(capsys, "evaluate", str(tmp_path / "p.pt"))
     one_line_error(code, err, "pickled Python objects")
     assert "weights_only" not in err
+
+
+def test_a_sweep_directory_in_use_is_refused(tmp_path):
+    from aeclass.sweep import run_sweep
+    with DirectoryLock(tmp_path / "sw"):
+        with pytest.raises(AeclassError, match="another aeclass process is using this directory"):
+            run_sweep(tmp_path / "sw", strategies="supervised", labels="50", seeds=1, epochs=1, baseline=False,
+                      report=False, log=lambda *a: None)
+    assert not (tmp_path / "sw" / "results.csv").exists()
