@@ -29,7 +29,7 @@ import torch
 from ._version import __version__
 from .checkpoint import CheckpointSaver, load_init_weights, restore
 from .config import TrainConfig, save_config, validate
-from .cpu import tune_allocator
+from .cpu import available_cpus, tune_allocator
 from .data import load_dataset
 from .data.augment import augment_to_string
 from .data.train_data import TrainData
@@ -157,6 +157,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, prog
     cfg.out = str(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif available_cpus() < torch.get_num_threads():  # torch counts the machine's cores, not the ones we may use
+        torch.set_num_threads(available_cpus())
     allocator = tune_allocator() if pick_device(cfg.device).type == "cpu" else None  # faster, same results
     run = _prepare(cfg, resume, init, log, dataset)
     run.saver, run.on_epoch = saver, _after_epoch

@@ -323,3 +323,34 @@ def test_a_sweep_directory_in_use_is_refused(tmp_path):
             run_sweep(tmp_path / "sw", strategies="supervised", labels="50", seeds=1, epochs=1, baseline=False,
                       report=False, log=lambda *a: None)
     assert not (tmp_path / "sw" / "results.csv").exists()
+
+
+# ---------------------------------------------------------------- a shared machine (section 2)
+
+def test_available_cpus_follow_the_affinity_mask_and_the_cgroup_quota(monkeypatch):
+    from aeclass import cpu
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(cpu, "_cgroup_cpu_quota", lambda: None)
+    assert cpu.available_cpus() == 4
+    monkeypatch.setattr(cpu, "_cgroup_cpu_quota", lambda: 1.5)  # docker --cpus 1.5
+    assert cpu.available_cpus() == 1
+    monkeypatch.setattr(cpu, "_cgroup_cpu_quota", lambda: 0.2)
+    assert cpu.available_cpus() == 1
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(cpu, "_cgroup_cpu_quota", lambda: 8.0)
+    assert cpu.available_cpus() == 1
+
+
+@pytest.mark.parametrize("argv, preset, expected", [
+    ("['/usr/bin/aeclass', 'train']", None, "PASSIVE"),              # the console script
+    ("['python', '-m', 'aeclass', 'train']", None, "PASSIVE"),      # python -m aeclass
+    ("['python', 'my_script.py']", None, None),                     # a library user: left alone
+    ("['/usr/bin/aeclass', 'train']", "ACTIVE", "ACTIVE"),          # the user's choice wins
+])
+def test_the_command_line_sets_a_passive_openmp_wait_policy_before_torch_loads(argv, preset, expected):
+    code = (f"import sys; sys.argv[:] = {argv}; sys.orig_argv[:] = {argv}\n"
+            "import aeclass, os, torch; print(os.environ.get('OMP_WAIT_POLICY'))")
+    e = {k: v for k, v in env().items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": preset} if preset else {})
+    out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)
