@@ -30,7 +30,8 @@ from aeclass.config import build_config  # noqa: E402
 from aeclass.data import cifar10, folder, mnist  # noqa: E402
 from aeclass.errors import ConfigError, DataError  # noqa: E402
 
-FUZZ = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=60, deadline=5000,  # ms per example, on a loaded 2-core machine
+                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 MiB = 1 << 20
 
 

@@ -4,6 +4,7 @@ bad values that must be one line (issue #19, sections 0-1)."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import subprocess
 import sys
@@ -177,20 +178,36 @@ def _fail_writes_after_epoch_1(monkeypatch, error: OSError, where: str):
         real_csv(*a)
         armed["on"] = True
     monkeypatch.setattr(tr, "_write_csv", csv_then_arm)
-    real = {"fsync": os.fsync, "mkstemp": aeclass.io.tempfile.mkstemp}[where]
+    real = {"fsync": os.fsync, "mkstemp": aeclass.io.tempfile.mkstemp, "write": os.fdopen}[where]
+
+    class Full(io.RawIOBase):  # a file on a full disk: every write fails, as torch.save's first one will
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            raise error
+
+        def close(self):
+            self.f.close()
+            super().close()
 
     def failing(*a, **kw):
         if armed["on"]:
+            if where == "write":
+                return Full(real(*a, **kw))
             raise error
         return real(*a, **kw)
-    if where == "fsync":
-        monkeypatch.setattr(aeclass.io.os, "fsync", failing)
-    else:
-        monkeypatch.setattr(aeclass.io.tempfile, "mkstemp", failing)
+    target = {"fsync": (aeclass.io.os, "fsync"), "mkstemp": (aeclass.io.tempfile, "mkstemp"),
+              "write": (aeclass.io.os, "fdopen")}[where]
+    monkeypatch.setattr(*target, failing)
 
 
 @pytest.mark.parametrize("where, error, message", [
     ("fsync", OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    ("write", OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
     ("mkstemp", OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
 ])
 def test_a_full_disk_or_read_only_directory_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys,
