@@ -9,14 +9,18 @@
 `aeclass.load(path)` turns a run directory, checkpoint or export into a predictor (predict, predict_proba,
 encode). New models register with `aeclass.register_model`, new strategies with `aeclass.register_strategy`.
 """
-from ._version import __version__
-from .config import PRESETS, TrainConfig, build_config
-from .data import load_dataset
-from .errors import AeclassError
-from .models import create_model, list_models, register_model
-from .predictor import Predictor, load
-from .strategies import Strategy, create_strategy, list_strategies, register_strategy
-from .train import RunResult, train
+from . import cpu as _cpu
+
+_cpu.prefer_passive_waiting()  # the command line's OpenMP wait policy, which only takes effect before torch loads
+
+from ._version import __version__  # noqa: E402
+from .config import PRESETS, TrainConfig, build_config  # noqa: E402
+from .data import load_dataset  # noqa: E402
+from .errors import AeclassError  # noqa: E402
+from .models import create_model, list_models, register_model  # noqa: E402
+from .predictor import Predictor, load  # noqa: E402
+from .strategies import Strategy, create_strategy, list_strategies, register_strategy  # noqa: E402
+from .train import RunResult, train  # noqa: E402
 
 __all__ = ["AutoencoderClassifier", "AutoencoderTransformer", "load", "Predictor", "TrainConfig", "build_config", "PRESETS", "load_dataset", "create_model", "list_models", "register_model",
            "Strategy", "create_strategy", "list_strategies", "register_strategy", "train", "RunResult",

@@ -19,6 +19,7 @@ lowest training loss) is there to be named explicitly.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -64,10 +65,13 @@ class CheckpointSaver:
 
     def save(self, ckpt: dict, improved: bool) -> None:
         ckpt = {**ckpt, "format": FORMAT}
-        atomic_write(self.last, lambda f: torch.save(ckpt, f))
+        # best.pt before last.pt: a kill between the two leaves last.pt at the previous epoch, whose resume
+        # trains this epoch again (deterministically) and rewrites best.pt, so last.pt's best_epoch and best.pt
+        # always agree. The other order could leave last.pt saying epoch N is best while best.pt holds N-1.
         if improved:
             use = {k: v for k, v in ckpt.items() if k not in ("optimizer_state", "train_model_state")}
             atomic_write(self.best, lambda f: torch.save(use, f))
+        atomic_write(self.last, lambda f: torch.save(ckpt, f))
 
     def load_last(self, device) -> dict:
         ck = load_checkpoint(self.last)
@@ -108,7 +112,17 @@ def make_checkpoint(run, opt) -> dict:
 
 def restore(run, ck: dict) -> dict | None:
     """Put a run back where last.pt left it (weights, weight average, strategy state, progress, random
-    generators); returns the optimiser state of the phase being resumed."""
+    generators); returns the optimiser state of the phase being resumed. A checkpoint whose content does not
+    fit the run (edited, or of another model) is an AeclassError naming it."""
+    try:
+        return _restore(run, ck)
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Error(s) in loading")]
+        raise AeclassError(f"--resume: {ck.get('path', 'last.pt')} does not fit this run "
+                           f"({type(e).__name__}: {(lines or [''])[0][:200]})") from None
+
+
+def _restore(run, ck: dict) -> dict | None:
     run.model.load_state_dict(ck.get("train_model_state", ck["model_state"]))
     if run.ema is not None:
         run.ema.model.load_state_dict(ck["model_state"])
@@ -153,7 +167,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     p = resolve(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, or unsafe content
+    except pickle.UnpicklingError:  # torch's own message goes on to advise weights_only=False: not ours to give
+        raise AeclassError(f"{p}: not a readable aeclass checkpoint (it holds pickled Python objects, which aeclass "
+                           "refuses to load: loading them could run code)") from None
+    except Exception as e:  # truncated file, not a torch file
         msg = (str(e).splitlines() or [""])[0][:200]
         raise AeclassError(f"{p}: not a readable aeclass checkpoint ({type(e).__name__}{': ' + msg if msg else ''})") from None
     if not isinstance(ckpt, dict) or "model_state" not in ckpt or "model_spec" not in ckpt:
@@ -163,6 +180,28 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                            f"({', '.join(FORMATS)}); upgrade aeclass")
     ckpt["path"] = str(p)
     return ckpt
+
+
+def model_from_checkpoint(ck: dict):
+    """The model a loaded checkpoint describes (its model_spec) with its weights; a spec that does not build
+    or weights that do not fit it are an AeclassError naming the file."""
+    from .models import create_model
+    where, spec = ck.get("path", "checkpoint"), ck.get("model_spec")
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("input_shape"), list)
+            and isinstance(spec.get("kwargs", {}), dict)):
+        raise AeclassError(f"{where}: its model_spec is not a model description (expected name, input_shape, "
+                           "num_classes, kwargs)")
+    try:
+        model = create_model(spec["name"], spec["input_shape"], spec.get("num_classes"), **spec.get("kwargs", {}))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise AeclassError(f"{where}: cannot rebuild its model ({e})") from None
+    try:
+        model.load_state_dict(ck["model_state"])
+    except (RuntimeError, TypeError, AttributeError) as e:  # shapes or keys that are not this model's
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Error(s) in loading")]
+        raise AeclassError(f"{where}: its weights do not fit its model '{spec['name']}' "
+                           f"({(lines or [type(e).__name__])[0][:200]})") from None
+    return model
 
 
 def final_label_smoothing(ck: dict) -> float:

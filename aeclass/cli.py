@@ -1,6 +1,7 @@
 """The `aeclass` command: train, sweep, evaluate, predict, datasets, export, report.
 
-User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback.
+User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback. Ctrl-C exits 130 and
+SIGTERM 143, each with one line; an interrupted training run resumes with --resume.
 """
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def cmd_train(args) -> int:
         try:
             base = yaml.safe_load((run_dir / "config.yaml").read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise AeclassError(f"{run_dir / 'config.yaml'}: cannot read ({type(e).__name__})") from None
+            why = (str(e).splitlines() or [""])[0]
+            raise AeclassError(f"{run_dir / 'config.yaml'}: cannot read ({type(e).__name__}: {why})") from None
         if not isinstance(base, dict):
             raise AeclassError(f"{run_dir / 'config.yaml'}: not a saved aeclass config")
         flags["out"] = str(run_dir)
@@ -116,7 +118,11 @@ def cmd_train(args) -> int:
         if not args.print_config:
             print("aeclass train: no data, model or strategy options given; running --preset demo "
                   "(digits, 100 labels, joint)")
+    if resume:
+        _saved_config(run_dir, base)  # a broken saved config is named as such, before any flag is applied
     cfg = build_config(preset=preset, config_file=args.config, overrides=flags, base=base)
+    if resume:
+        _refuse_changes(run_dir, base, cfg)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
@@ -131,6 +137,31 @@ def cmd_train(args) -> int:
     if cfg.report:
         _write_report(result.run_dir, log)
     return 0
+
+
+def _saved_config(run_dir, base: dict):
+    from .config import build_config
+    from .errors import ConfigError
+    try:
+        return build_config(base=base)
+    except ConfigError as e:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: {e}") from None
+
+
+def _refuse_changes(run_dir, base: dict, cfg) -> None:
+    """A resumed run keeps the options it started with: a run resumed with another --epochs, --lr or --labels
+    would report figures of a run that never happened. Only where and how it runs (RUNTIME_KEYS) may change."""
+    from .config import FIELDS, RUNTIME_KEYS
+    from .errors import ConfigError
+    where = run_dir / "config.yaml"
+    saved, want = _saved_config(run_dir, base).to_dict(), cfg.to_dict()
+    for k in [k for k in saved if k not in RUNTIME_KEYS] + [k for k in want if k not in saved]:
+        if saved.get(k) != want.get(k):
+            flag = "--model-opt" if k == "model_kwargs" else FIELDS[k].metadata.get("flag") if k in FIELDS else None
+            flag = flag or "--" + k.replace("_", "-")
+            raise ConfigError(f"--resume {run_dir}: {flag} {want.get(k)!r} differs from the run's {saved.get(k)!r} "
+                              f"({where}); a resumed run keeps its options (only {', '.join(sorted(RUNTIME_KEYS))} "
+                              "may change): start a new run with another --out")
 
 
 def _write_report(run_dir, log) -> None:
@@ -285,8 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, a container stopping), handled as Ctrl-C is: the same unwinding, so a
+    half-written temporary file is removed and the run resumes from its last checkpoint."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
     argv = sys.argv[1:] if argv is None else argv
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -297,9 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     except AeclassError as e:
         print(f"aeclass: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("aeclass: interrupted (a training run continues with: aeclass train --resume RUN_DIR)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM) if isinstance(e, Terminated) else ("interrupted", 130)
+        print(f"aeclass: {what} (a training run continues with: aeclass train --resume RUN_DIR)", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

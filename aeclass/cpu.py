@@ -41,3 +41,48 @@ def tune_allocator() -> str | None:
     if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
         _applied = f"glibc mallopt: mmap_threshold {MMAP_THRESHOLD >> 20} MiB, trim_threshold {TRIM_THRESHOLD >> 20} MiB"
     return _applied
+
+
+def available_cpus() -> int:
+    """The CPUs this process may actually use: its affinity mask (taskset, a batch scheduler's binding), capped
+    by a cgroup CPU quota (a container's --cpus, a systemd slice), rounded down and at least 1. torch's own
+    default counts the machine's cores, so on a shared or constrained machine it starts more threads than it
+    gets, and they wait on each other at every parallel region."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))
+    return max(1, n)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup may use (cgroup v2 cpu.max, else v1 cfs quota / period); None = no limit."""
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
+        period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def prefer_passive_waiting() -> None:
+    """For the command line only, before torch is imported: OMP_WAIT_POLICY=PASSIVE unless the user chose a
+    policy. OpenMP threads otherwise spin for a while at the end of every parallel region; on a machine whose
+    cores other work shares, the spinning threads take the cores the working ones need (see
+    benchmarks/shared_machine.py). A library user's process, and any process that imported torch already, is
+    left as it is."""
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    console = bool(sys.argv) and os.path.basename(sys.argv[0]) in ("aeclass", "aeclass.exe")
+    as_module = any(a == "-m" and b in ("aeclass", "aeclass.cli") for a, b in zip(argv, argv[1:]))
+    if console or as_module:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"

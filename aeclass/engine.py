@@ -294,6 +294,20 @@ def fit(run: Run, opt_state: dict | None = None) -> None:
             prog.update(phase_index=pi + 1, phase_epoch=0)
 
 
+def _check_finite(run: Run, phase: Phase, epoch: int, step: int) -> None:
+    """A finite loss does not prove a sane model: with a huge learning rate BatchNorm's running statistics or
+    some weights can overflow while the loss of the current batch still reads finite. Checked before each
+    epoch's checkpoints are written, so last.pt and best.pt keep the last epoch whose state was finite."""
+    for which, model in (("", run.model), ("weight average ", run.ema.model if run.ema is not None else None)):
+        if model is None:
+            continue
+        for name, t in model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                kept = f"; {run.saver.last} keeps the last good epoch" if run.saver is not None and run.saver.last.is_file() else ""
+                raise TrainingDiverged(f"training diverged: {which}{name} holds NaN/inf after epoch {epoch} "
+                                       f"(phase '{phase.name}', step {step}){kept}; try a lower --lr (now {run.cfg.lr})")
+
+
 def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_global: int) -> int:
     phase, prog, cfg = run.phases[pi], run.progress, run.cfg
     spe = steps_per_epoch(data, cfg.batch_size)
@@ -320,6 +334,7 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
         prog["history"].append(row)
         prog.update(phase_index=pi, phase_epoch=ep + 1, step=prog["step"] + spe)
         improved = is_last_phase and _improved(run, row)
+        _check_finite(run, phase, epoch_global, prog["step"])
         if run.saver is not None:
             run.saver.save_epoch(run, opt, improved)
         if run.on_epoch is not None:

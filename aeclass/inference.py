@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import dataset_for
 from .errors import AeclassError
 from .export import export  # noqa: F401  (aeclass.inference.export, as before)
@@ -26,14 +26,7 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> tuple[AEClassifie
     if p.suffix == ".onnx":
         raise AeclassError(f"{p}: an ONNX graph has no torch weights; use aeclass.load(path) or the .safetensors export")
     ck = load_checkpoint(p)
-    spec = ck["model_spec"]
-    model = create_model(spec["name"], spec["input_shape"], spec["num_classes"], **spec.get("kwargs", {}))
-    try:
-        model.load_state_dict(ck["model_state"])
-    except RuntimeError as e:
-        raise AeclassError(f"{ck['path']}: its weights do not fit model '{spec['name']}' "
-                           f"({(str(e).splitlines() or [''])[0][:160]})") from None
-    return model.to(device).eval(), ck
+    return model_from_checkpoint(ck).to(device).eval(), ck
 
 
 def _load_safetensors(p: Path, device: str) -> tuple[AEClassifier, dict]:

@@ -36,13 +36,14 @@ import numpy as np
 from .config import RUNTIME_KEYS, TrainConfig, build_config, parse_labels
 from .data import dataset_for, labelled_subset
 from .errors import AeclassError, ConfigError
-from .io import atomic_write_json, atomic_write_text
+from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .strategies import get_strategy
 from .train import train
 
 DEFAULT_STRATEGIES = ("supervised", "pretrain-finetune", "linear-probe", "joint", "semi")
 DEFAULT_LABELS = ("100", "1000", "all")
 BASELINE = "labelspreading-pca"
+SWEEP_FILES = ("sweep.json", "results.csv", "summary.md", "accuracy_vs_labels.png", "report.html")  # its own files
 BASELINE_PARAMS = {"method": "LabelSpreading", "kernel": "knn", "n_neighbors": 7, "alpha": 0.2, "max_iter": 100,
                    "pca_components": 50}
 # Sweep defaults, below any preset / config file / flag: short runs, and input noise for the denoising
@@ -344,38 +345,41 @@ def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRAT
         _cell_config(Cell(s, label_items[0], seed_list[0]), preset, config_file, ov, sweep_dir / "runs" / "check")
     probe = _cell_config(Cell(strategies[0], None, seed_list[0]), preset, config_file, ov, sweep_dir)
     folder = probe.data.startswith("folder:")  # a folder without a train/test split is split by the seed
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(sweep_dir / "sweep.json", {
-        "data": probe.data, "strategies": strategies, "labels": [x or "all" for x in label_items], "seeds": seed_list,
-        "preset": preset, "config_file": config_file, "overrides": ov, "baseline": baseline,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    sw = _Sweep(sweep_dir, preset, config_file, ov, log, [])
-    sw.total = len(strategies) * len(label_items) * len(seed_list) + (len(seed_list) * len(label_items) if baseline else 0)
-    n_train, ds, ds_seed = None, None, None
-    for seed in seed_list:
-        if ds is None or (folder and ds_seed != seed):
-            ds = dataset_for(probe, seed=seed)
-            ds_seed, n_train = seed, int(ds.train_x.shape[0])
-        for lab in label_items:
-            if lab is not None and lab >= n_train:
-                log(f"sweep: --labels {lab} >= the {n_train} training images, the same as 'all': skipped")
-                sw.done += len(strategies) + bool(baseline)
-                continue
-            if lab is not None and lab < ds.num_classes:
-                raise ConfigError(f"--labels {lab} is fewer than the {ds.num_classes} classes")
-            for s in strategies:
-                sw.cell(Cell(s, lab, seed), ds)
-                _write_results(sweep_dir / "results.csv", sw.rows)
-            if baseline:
-                sw.baseline(ds, lab, seed)
-                _write_results(sweep_dir / "results.csv", sw.rows)
-    if not sw.rows:
-        raise AeclassError("sweep: no cell to run (every label count was >= the training-set size?)")
-    wall = time.perf_counter() - t_start
-    _finish(sweep_dir, sw.rows, probe.data, n_train, wall, report, log)
-    log(f"sweep: {sw.trained} cells run, {sw.reused} reused, {wall:.0f} s -> {sweep_dir}/results.csv, summary.md, "
-        "accuracy_vs_labels.png")
-    return SweepResult(sweep_dir, sw.rows, sw.trained, sw.reused, wall)
+    # One process per sweep directory (each cell's run directory is locked by train() as well): two sweeps
+    # rewriting results.csv and summary.md in turn would each drop the other's rows.
+    with DirectoryLock(sweep_dir, "--out"):
+        remove_stale_temporaries(sweep_dir, SWEEP_FILES)
+        atomic_write_json(sweep_dir / "sweep.json", {
+            "data": probe.data, "strategies": strategies, "labels": [x or "all" for x in label_items], "seeds": seed_list,
+            "preset": preset, "config_file": config_file, "overrides": ov, "baseline": baseline,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        sw = _Sweep(sweep_dir, preset, config_file, ov, log, [])
+        sw.total = len(strategies) * len(label_items) * len(seed_list) + (len(seed_list) * len(label_items) if baseline else 0)
+        n_train, ds, ds_seed = None, None, None
+        for seed in seed_list:
+            if ds is None or (folder and ds_seed != seed):
+                ds = dataset_for(probe, seed=seed)
+                ds_seed, n_train = seed, int(ds.train_x.shape[0])
+            for lab in label_items:
+                if lab is not None and lab >= n_train:
+                    log(f"sweep: --labels {lab} >= the {n_train} training images, the same as 'all': skipped")
+                    sw.done += len(strategies) + bool(baseline)
+                    continue
+                if lab is not None and lab < ds.num_classes:
+                    raise ConfigError(f"--labels {lab} is fewer than the {ds.num_classes} classes")
+                for s in strategies:
+                    sw.cell(Cell(s, lab, seed), ds)
+                    _write_results(sweep_dir / "results.csv", sw.rows)
+                if baseline:
+                    sw.baseline(ds, lab, seed)
+                    _write_results(sweep_dir / "results.csv", sw.rows)
+        if not sw.rows:
+            raise AeclassError("sweep: no cell to run (every label count was >= the training-set size?)")
+        wall = time.perf_counter() - t_start
+        _finish(sweep_dir, sw.rows, probe.data, n_train, wall, report, log)
+        log(f"sweep: {sw.trained} cells run, {sw.reused} reused, {wall:.0f} s -> {sweep_dir}/results.csv, summary.md, "
+            "accuracy_vs_labels.png")
+        return SweepResult(sweep_dir, sw.rows, sw.trained, sw.reused, wall)
 
 
 def _finish(sweep_dir: Path, rows: list, data: str, n_train, wall: float, report: bool, log) -> None:

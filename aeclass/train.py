@@ -30,17 +30,18 @@ import torch
 from ._version import __version__
 from .checkpoint import CheckpointSaver, load_init_weights, restore
 from .config import TrainConfig, save_config, validate
-from .cpu import tune_allocator
+from .cpu import available_cpus, tune_allocator
 from .data import dataset_for
 from .data.augment import augment_to_string
 from .data.train_data import TrainData
 from .device import memory_format_for, pick_device
 from .engine import EMA, Run, fit
 from .errors import AeclassError, ConfigError
-from .io import atomic_write_json, atomic_write_text
+from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .models import AEClassifier, create_model
 from .strategies import create_strategy
 
+RUN_FILES = ("config.yaml", "run.json", "metrics.csv", "metrics.json")  # written by train()
 PCA_SAMPLE = 20000  # training images the --pca-init covariance is estimated from (enough for 784-3072 pixels)
 
 
@@ -107,7 +108,7 @@ def _prepare(cfg: TrainConfig, resume: bool, init: str | None, log, dataset) -> 
     run = Run(cfg, ds, data, model, strategy, [], device, gen, lambda: build_model(cfg, ds),
               {"head": False, "decoder": False}, log=log, resumed=resume)
     strategy.setup(run)  # before the model's data-set layers: a --teacher is loaded here, as it always was
-    xf = ds.train_x.float() / 255.0
+    xf = ds.train_x.float().div_(255.0)  # in place: one float copy of the training set, not two
     model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
     if not resume:  # a resumed run loads these weights from its checkpoint
         run.progress["elapsed"] = _init_from_data(model, cfg, xf, device)
@@ -138,14 +139,26 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     """
     cfg = validate(cfg)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    if resume and not CheckpointSaver(run_dir).last.is_file():  # before the lock, which creates the directory
+        raise AeclassError(f"--resume: no checkpoint at {CheckpointSaver(run_dir).last} to continue from")
+    # One process per run directory, for the whole run: two trainings writing the same checkpoints would
+    # interleave epochs of different runs. The "already holds a run" check below is only race-free under it.
+    with DirectoryLock(run_dir, "--resume" if resume else "--out"):
+        return _train_locked(cfg, run_dir, resume, init, log, progress, dataset)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, progress: bool, dataset) -> RunResult:
     saver = CheckpointSaver(run_dir)
-    if resume and not saver.last.is_file():
-        raise AeclassError(f"--resume: no checkpoint at {saver.last} to continue from")
     if not resume and (run_dir / "metrics.csv").exists():
         raise AeclassError(f"--out {run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    # A process killed inside atomic_write leaves its temporary file; nobody else writes here while we hold the lock.
+    remove_stale_temporaries(run_dir, RUN_FILES)
+    remove_stale_temporaries(saver.dir, None)
     cfg.out = str(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif available_cpus() < torch.get_num_threads():  # torch counts the machine's cores, not the ones we may use
+        torch.set_num_threads(available_cpus())
     allocator = tune_allocator() if pick_device(cfg.device).type == "cpu" else None  # faster, same results
     run = _prepare(cfg, resume, init, log, dataset)
     run.saver, run.on_epoch = saver, _after_epoch
@@ -154,7 +167,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     opt_state = restore(run, saver.load_last(run.device)) if resume else None
     if resume:
         log(f"resuming {run_dir} at phase {run.progress['phase_index']} epoch {run.progress['phase_epoch']}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        # last.pt is written before metrics.csv: a kill between the two leaves the csv an epoch short
+        _write_csv(run_dir / "metrics.csv", run.progress["history"], run.columns)
     save_config(cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / "run.json", _run_info(run, allocator))
     n_val = 0 if run.data.val_x is None else int(run.data.val_x.shape[0])

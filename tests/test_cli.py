@@ -41,10 +41,15 @@ def test_config_file_and_flags_override_it(tmp_path, capsys):
     assert resolved["strategy"] == "supervised" and resolved["epochs"] == 1 and resolved["labels"] == 30
 
 
-def test_resume_flag_continues_a_run(tmp_path, capsys):
+def test_resume_flag_continues_a_run_and_refuses_new_options(tmp_path, capsys, interrupt_training):
     out = tmp_path / "r"
-    assert main(["train", "--labels", "50", "--epochs", "1", "--out", str(out), "--no-report", "--quiet"]) == 0
-    code, _, _ = run(capsys, "train", "--resume", str(out), "--epochs", "2", "--no-report", "--quiet")
+    interrupt_training.arm(1)
+    assert main(["train", "--labels", "50", "--epochs", "2", "--out", str(out), "--no-report", "--quiet"]) == 130
+    interrupt_training.disarm()
+    saved = (out / "config.yaml").read_text()
+    code, _, err = run(capsys, "train", "--resume", str(out), "--epochs", "3", "--no-report", "--quiet")
+    assert code == 2 and "--epochs 3 differs from the run's 2" in err and (out / "config.yaml").read_text() == saved
+    code, _, _ = run(capsys, "train", "--resume", str(out), "--threads", "1", "--no-report", "--quiet")
     assert code == 0
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + 2
 

@@ -37,6 +37,9 @@ MEMBERS = {
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
 TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+# A canonical batch pickle is 31,035,704 bytes (10,000 images of 3,072 bytes, labels, names); twice that bounds
+# what one member of a hostile archive can make us allocate.
+MAX_MEMBER_BYTES = 64 << 20
 
 
 def _numpy_globals() -> dict[tuple[str, str], object]:
@@ -101,6 +104,9 @@ def iter_members(source: Path) -> Iterator[tuple[str, str, bytes]]:
         for name in MEMBERS:
             path = source / name
             try:
+                if path.stat().st_size > MAX_MEMBER_BYTES:
+                    raise DataError(f"cifar10: {path} has {path.stat().st_size:,} bytes, above the "
+                                    f"{MAX_MEMBER_BYTES:,} a CIFAR-10 batch can hold; not a CIFAR-10 file")
                 yield name, str(path), path.read_bytes()
             except OSError as e:
                 raise DataError(f"cifar10: cannot read {path}: {e.strerror or e} (expected {FOLDER}/{name})") from e
@@ -112,6 +118,9 @@ def iter_members(source: Path) -> Iterator[tuple[str, str, bytes]]:
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in MEMBERS and name not in seen:
                     seen.add(name)
+                    if member.size > MAX_MEMBER_BYTES:  # tarfile reads exactly the declared size, in chunks
+                        raise DataError(f"cifar10: {source}:{member.name} declares {member.size:,} bytes, above the "
+                                        f"{MAX_MEMBER_BYTES:,} a CIFAR-10 batch can hold; corrupt or foreign archive")
                     yield name, f"{source}:{member.name}", tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"cifar10: {source} is not a readable tar.gz ({e}); truncated or corrupt download?") from e

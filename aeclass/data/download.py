@@ -122,3 +122,13 @@ def fetch_or_fail(what: str, urls: Sequence[str], dest: Path, dirs: Sequence[Pat
         return download(urls, dest, md5=md5, digest=digest)
     except DataError as e:
         raise DataError(f"{what} not found in {where} and download failed ({e}; no network?); {HINT}") from e
+
+
+def read_at_most(f, n: int, chunk: int = 1 << 20) -> bytes:
+    """Up to `n` bytes of `f`, read in chunks: a single read(n) would allocate n bytes up front, whatever the
+    file holds."""
+    parts = []
+    while n > 0 and (part := f.read(min(n, chunk))):
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)

@@ -9,8 +9,11 @@ Images are ``.jpg .jpeg .png .bmp .gif .webp .tif .tiff`` in any case; hidden fi
 skipped. Class names are the sorted folder names.
 
 Every image is brought to one shape so that a batch is one tensor:
-- channels (default): 1 when every image is greyscale (L, 1, I;16, ...), else 3. Alpha (RGBA, LA, palette with
-  transparency) is composited over black; 16-bit greys are scaled by 1/257; CMYK/YCbCr become RGB.
+- channels (default): 1 when every image is greyscale (L, 1, I;16, F, ...), else 3. Alpha (RGBA, LA, palette with
+  transparency) is composited over black; 16-bit greys are scaled by 1/257; float (F) greys in [0, 1] by 255
+  (larger ones are read as 0..255); CMYK/YCbCr become RGB.
+- bounds: an image file (or zip entry, inflated in chunks) of at most 64 MiB, whose header claims at most
+  64 Mpx; a zip with absolute or '..' entry names is refused.
 - size (default): the most common (H, W). Other images are resized to it with bilinear filtering, **ignoring
   their aspect ratio** (no crop, no padding); ``info["resize"]`` says how many were.
 - EXIF orientation is not applied; animated images contribute their first frame.
@@ -26,6 +29,7 @@ import io
 import json
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -37,11 +41,17 @@ from PIL import Image
 
 from ..errors import DataError
 from .base import ImageDataset
+from .download import read_at_most
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 TEST_FRACTION = 0.2
+# Bounds on one image file, so that a hostile file costs bounded memory before it is refused: its encoded
+# bytes (a zip entry is inflated in chunks up to this), and the pixels its header claims, checked before
+# decoding (64 Mpx: 8192 x 8192; an RGB image that size decodes to 192 MiB).
+MAX_FILE_BYTES = 64 << 20
+MAX_PIXELS = 1 << 26
 HIDDEN = re.compile(r"\.|__MACOSX$")  # hidden files and folders, macOS zip metadata
 EXPECTED = "expected class sub-folders (ROOT/<class>/<image>) or train/ and test/ folders of them"
 UNLABELLED_DIRS = {"unlabelled", "unlabeled"}  # a folder of images without a class, beside the class folders
@@ -71,7 +81,12 @@ class _Dir:
         self.fingerprint = ("dir", str(root), hashlib.sha1(repr(files).encode()).hexdigest())
 
     def read(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
+        path = self.root / name
+        with open(path, "rb") as f:
+            data = read_at_most(f, MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise DataError(f"folder: {path} is larger than {MAX_FILE_BYTES >> 20} MiB, the limit of an image file")
+        return data
 
     def label(self, name: str) -> str:
         return str(self.root / name)
@@ -87,11 +102,29 @@ class _Zip:
             self.path, self.zf, st = path, zipfile.ZipFile(path), path.stat()
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"folder: {path} is not a readable zip file ({e}); {EXPECTED}") from e
-        self.infos = {i.filename.replace("\\", "/"): i for i in self.zf.infolist() if not i.is_dir()}
+        self.infos = {}
+        for i in self.zf.infolist():
+            name = i.filename.replace("\\", "/")
+            # Nothing is extracted, but an absolute or climbing entry name would still become a class (""
+            # or ".."): such an archive is refused rather than guessed at.
+            if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in name.split("/"):
+                self.zf.close()
+                raise DataError(f"folder: {path} has an entry with an absolute or '..' path ({name[:100]!r}); "
+                                "entries must be relative paths inside the archive")
+            if not i.is_dir():
+                self.infos[name] = i
         self.names, self.fingerprint = sorted(self.infos), ("zip", str(path), st.st_size, st.st_mtime_ns)
 
     def read(self, name: str) -> bytes:
-        return self.zf.read(self.infos[name])
+        """The entry, inflated in chunks and never beyond MAX_FILE_BYTES: the declared size is checked first,
+        and zipfile stops at the declared size (a CRC error follows when the data were longer), so a bomb
+        costs at most that bound in memory."""
+        info = self.infos[name]
+        if info.file_size > MAX_FILE_BYTES:
+            raise DataError(f"folder: {self.label(name)} inflates to {info.file_size:,} bytes, above the "
+                            f"{MAX_FILE_BYTES >> 20} MiB limit of an image file (a zip bomb?)")
+        with self.zf.open(info) as f:  # small reads: zipfile inflates as much as each read asks for
+            return read_at_most(f, info.file_size + 1)
 
     def label(self, name: str) -> str:
         return f"{self.path}:{name}"
@@ -172,7 +205,13 @@ def split_entries(entries, seed: int, info: dict) -> tuple[np.ndarray, np.ndarra
 def _to_array(data: bytes, label: str, mode: str | None = None, size: tuple[int, int] | None = None):
     """Header only: (mode, (H, W)). With mode and size also the image as uint8 (H, W) or (H, W, 3), resized?"""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():  # a bomb is refused below at a lower bound; a corrupt tag fails the decode
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+        with im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataError(f"folder: image {label} claims {im.width} x {im.height} pixels, above the "
+                                f"{MAX_PIXELS:,}-pixel limit; refused before decoding")
             head = im.mode, (im.height, im.width)
             if mode is None:
                 return head
@@ -182,6 +221,8 @@ def _to_array(data: bytes, label: str, mode: str | None = None, size: tuple[int,
             if resized := im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             return head, np.asarray(im), resized
+    except DataError:
+        raise
     except Exception as e:  # Pillow raises many types for bad files; all mean "cannot decode this"
         raise DataError(f"folder: cannot decode image {label} ({type(e).__name__}: {e})") from e
 
@@ -192,7 +233,11 @@ def _convert(im: Image.Image, mode: str) -> Image.Image:
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode.startswith("I") or im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
-        a = a / 257.0 if im.mode.startswith("I") else a
+        if im.mode.startswith("I"):
+            a = a / 257.0
+        else:  # float images usually hold intensities in [0, 1]; one with larger values is taken as 0..255
+            a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
         im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
     if im.mode in ALPHA_MODES:
         im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))

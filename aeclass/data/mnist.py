@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DataError
 from .base import ImageDataset
-from .download import fetch_or_fail, find_file, md5_of
+from .download import fetch_or_fail, find_file, md5_of, read_at_most
 
 # key -> (canonical file name, MD5 of the decompressed file)
 FILES = {
@@ -31,6 +31,10 @@ FILES = {
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 SUBDIRS = ("", "mnist", "MNIST/raw")  # MNIST/raw: where torchvision keeps its copy
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+IDX_HEADER_MAX = 4 + 4 * 3  # the images header; a labels header is 8 bytes
+# The largest canonical MNIST-format file is train-images, 47,040,016 bytes; 4x that covers larger IDX sets
+# of the same format while bounding what a hostile file can make us allocate.
+MAX_IDX_BYTES = 200_000_000
 CLASSES = [str(i) for i in range(10)]
 
 
@@ -41,17 +45,45 @@ def locate_files(dirs: Iterable[os.PathLike | str]) -> dict[str, Path | None]:
 
 
 def read_idx_bytes(path: os.PathLike | str) -> bytes:
-    """The decompressed content of an IDX file, gzip or raw; DataError if it cannot be read."""
+    """The decompressed content of an IDX file, gzip or raw; DataError if it cannot be read.
+
+    Bounded: a file (or what a .gz inflates to) is read only as far as its IDX header says it extends, plus
+    one byte to notice more, and a header declaring more than MAX_IDX_BYTES is refused before reading on; a
+    .gz is inflated in chunks, so a small file inflating to gigabytes costs at most its declared size
+    (<= MAX_IDX_BYTES) in memory before it is refused. A file without an IDX header is read no further."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as raw:
+            is_gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if is_gz else raw
+            head = f.read(IDX_HEADER_MAX)
+            declared = _declared_size(head)
+            if declared is None:  # not an IDX header: parse_idx says so, from these bytes alone
+                return head
+            limit = declared
+            if limit > MAX_IDX_BYTES:
+                raise DataError(f"mnist: {path} declares {limit:,} bytes in its IDX header, above the "
+                                f"{MAX_IDX_BYTES:,}-byte limit of an IDX file aeclass reads")
+            data = head + read_at_most(f, max(0, limit - len(head)) + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(f"mnist: {path} is not a valid gzip file ({e}); truncated or corrupt download?") from e
     except OSError as e:
         raise DataError(f"mnist: cannot read {path}: {e.strerror or e}") from e
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"mnist: {path} is not a valid gzip file ({e}); truncated or corrupt download?") from e
+    if len(data) > limit:
+        raise DataError(f"mnist: {path} holds more than the {limit:,} bytes its IDX header declares; "
+                        "corrupt or foreign file")
+    return data
+
+
+def _declared_size(head: bytes) -> int | None:
+    """The total size an IDX header declares (header + items), or None when `head` is not an IDX header."""
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] != 0x08:  # unsigned bytes: the only type MNIST uses
+        return None
+    ndim = head[3]
+    if ndim < 1 or len(head) < 4 + 4 * ndim:
+        return None
+    dims = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
+    return 4 + 4 * ndim + int(np.prod(dims, dtype=object))
 
 
 def parse_idx(data: bytes, path: os.PathLike | str, images: bool) -> np.ndarray:

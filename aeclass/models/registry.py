@@ -33,9 +33,21 @@ def create_model(name: str, input_shape, num_classes: int | None = None, **kwarg
     if name not in _MODELS:
         raise ConfigError(f"--model: unknown model '{name}'; registered models: {', '.join(list_models())}")
     try:
-        model = _MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+        with warnings.catch_warnings():  # a zero size is refused below, in one line, without torch's warning
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            model = _MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
     except TypeError as e:  # an unknown keyword from a config file
         raise ConfigError(f"--model {name}: bad model option ({e})") from None
+    except (ValueError, RuntimeError) as e:  # an option out of its domain, e.g. code_dim=-4 (a negative layer size)
+        raise ConfigError(f"--model {name}: bad model option {_given(kwargs)} ({(str(e).splitlines() or [''])[0]})") from None
+    empty = next((n for n, p in model.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # e.g. code_dim=0: torch builds the layer, and nothing can learn through it
+        raise ConfigError(f"--model {name}: bad model option {_given(kwargs)} (it makes {empty} empty); "
+                          "sizes must be positive")
     # Remember how the model was built so a checkpoint can rebuild it without pickling code.
     model.spec = {"name": name, "input_shape": list(input_shape), "num_classes": num_classes, "kwargs": dict(kwargs)}
     return model
+
+
+def _given(kwargs: dict) -> str:
+    return "--model-opt " + ",".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else "(the defaults)"
