@@ -122,3 +122,11 @@ def test_image_files_keep_their_names(runs, tmp_path, capsys):
     assert sorted(p.name[6:] for p in (tmp_path / "d").glob("*.png")) == sorted(p.name for p in DIGITS.glob("*.png"))
     assert main(["decode", str(runs["vae"]), str(tmp_path / "f.npz"), "--out", str(tmp_path / "x")]) == 2  # 32 vs 8
     assert "code has 8" in capsys.readouterr().err
+
+
+def test_the_report_of_a_vae_has_samples_and_a_traversal(runs):
+    from aeclass.report import write_report
+    page = write_report(runs["vae"]).read_text()
+    assert "Latent traversal" in page and "decoded prior samples" in page
+    assert (runs["vae"] / "report" / "traversal.png").is_file()
+    assert "Latent traversal" not in write_report(runs["ae"]).read_text()  # a plain autoencoder has no prior
