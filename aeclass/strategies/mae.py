@@ -24,9 +24,9 @@ from .pretrain_finetune import PretrainFinetune, PretrainOptions
 
 @dataclass
 class MaeOptions(PretrainOptions):
-    mask_ratio: float = option(0.5, "mae: fraction of the image's patches hidden from the encoder", low=0, high=1,
+    mask_ratio: float = option(0.5, "fraction of the image's patches hidden from the encoder", low=0, high=1,
                                low_open=True, high_open=True)
-    patch_size: int = option(4, "mae: side of the square patches that are hidden or shown, in pixels", low=1)
+    patch_size: int = option(4, "side of the square patches that are hidden or shown, in pixels", low=1)
 
 
 def patch_mask(n: int, shape: tuple[int, int], patch: int, ratio: float, device=None) -> torch.Tensor:

@@ -37,8 +37,8 @@ from .losses import classification, corrupt
 
 @dataclass
 class VaeOptions:
-    beta: float = option(1.0, "vae: weight of the KL term (1 = the ELBO; > 1 a beta-VAE)", low=0)
-    likelihood: str = option("bernoulli", "vae: p(x|z) per pixel: bernoulli (BCE) | gaussian (squared error)",
+    beta: float = option(1.0, "weight of the KL term (1 = the ELBO; > 1 a beta-VAE)", low=0)
+    likelihood: str = option("bernoulli", "p(x|z) per pixel: bernoulli (BCE) | gaussian (squared error)",
                              choices=("bernoulli", "gaussian"))
 
 
