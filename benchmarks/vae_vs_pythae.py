@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 
@@ -112,9 +113,11 @@ def run_pythae(epochs: int, ds) -> dict:
 def markdown(res: dict) -> str:
     lines = ["# VAE on MNIST: aeclass against Pythae", "",
              f"Dense 784-{HIDDEN}-({LATENT})-{HIDDEN}-784, Bernoulli, Adam {LR:g}, batch {BATCH}, {res['epochs']} epochs, "
-             f"fp32, {res['machine']['cpu_threads']} CPU threads. Command: `python benchmarks/vae_vs_pythae.py`. "
+             f"fp32 unless the name says bf16, {res['machine']['cpu_threads']} CPU thread(s). Commands: "
+             + ", ".join(f"`{c}`" for c in res.get("commands", ["python benchmarks/vae_vs_pythae.py"])) + ". "
              "Test -ELBO: nats per image, one z per test image (fixed seed), both scored by the same function. "
-             "Other processes may have shared the 2 cores while this ran.", "",
+             "Other processes shared the 2 cores while this ran (the load average was 7 to 10), so the absolute "
+             "speeds are low; the implementations ran one after the other under about the same load.", "",
              "| implementation | test -ELBO | recon | KL | train seconds (best) | images/s (best) |", "|---|---|---|---|---|---|"]
     for name in [n for n in IMPLS if res["runs"].get(n)]:
         runs = res["runs"][name]
@@ -122,6 +125,7 @@ def markdown(res: dict) -> str:
         last = runs[-1]
         lines.append(f"| {name} | {last['test_neg_elbo']:.2f} | {last['test_recon_nats']:.2f} | {last['test_kl']:.2f} | "
                      f"{best['seconds']:.1f} | {best['images'] / best['seconds']:,.0f} |")
+    lines.append("")
     p = min(res["runs"]["pythae"], key=lambda r: r["seconds"])
     for name in [n for n in IMPLS if n != "pythae" and res["runs"].get(n)]:
         a = min(res["runs"][name], key=lambda r: r["seconds"])
@@ -148,6 +152,7 @@ def main():
     suffix = "" if args.epochs == EPOCHS else f"-{args.epochs}ep"
     res = load_results(RESULTS / f"vae_vs_pythae{suffix}.json") or {"epochs": args.epochs, "runs": {}}
     res["machine"] = machine()
+    res.setdefault("commands", []).append(" ".join(["python", "benchmarks/vae_vs_pythae.py", *sys.argv[1:]]))
     res["runs"].update({n: [] for n in impls})
     for r in range(args.repeats):
         for name in (impls if r % 2 == 0 else impls[::-1]):
