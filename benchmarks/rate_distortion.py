@@ -15,11 +15,13 @@ The 2 CPU cores may have been shared with other processes while this ran.
 
     python benchmarks/rate_distortion.py                          # MNIST: benchmarks/results/rate_distortion-mnist.*
     python benchmarks/rate_distortion.py --data cifar --epochs 5  # CIFAR-10 (the JPEG-q75 zip)
+Finished runs under benchmarks/results/runs/rate-DATA/ are reused and interrupted ones resumed.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import sys
 import math
 
 import numpy as np
@@ -79,6 +81,19 @@ def ae_rows(name: str, run_dir, dtypes, data: str) -> list[dict]:
     return rows
 
 
+def trained(preset: str | None, overrides: dict, run_dir) -> None:
+    """The run in `run_dir`: kept when finished (metrics.json), resumed from its last checkpoint when interrupted,
+    else trained (run_preset)."""
+    from aeclass import build_config, train
+    if (run_dir / "metrics.json").is_file():
+        return
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        over = {**overrides, "out": str(run_dir), "data_dir": str(shared_datasets()), "report": False}
+        train(build_config(preset=preset, overrides=over), resume=True, log=lambda *a: None, progress=False)
+        return
+    run_preset(preset, overrides, run_dir)
+
+
 def plot(rows: list[dict], path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -104,11 +119,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=["mnist", "cifar"], default="mnist")
     ap.add_argument("--sizes", default="8,16,32,64")
+    ap.add_argument("--conv-sizes", help="code sizes of the conv AEs (default: --sizes; they take longest)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
+    conv_sizes = [int(s) for s in (args.conv_sizes or args.sizes).split(",")]
+    if not set(conv_sizes) <= set(sizes):
+        raise SystemExit("--conv-sizes must be among --sizes")
     from aeclass.data import load_dataset
     data = "mnist" if args.data == "mnist" else f"folder:{cifar_zip()}"
     ds = load_dataset(data, str(shared_datasets()))
@@ -118,18 +137,22 @@ def main():
     runs = RESULTS / "runs" / f"rate-{args.data}"
     for k in sizes:
         if args.data == "mnist":
-            _, _, _ = run_preset("fast-ae", {"model_kwargs": {"code_dim": k, "code_act": "prelu"}, "epochs": args.epochs},
-                                 runs / f"dense-{k}")
+            trained("fast-ae", {"model_kwargs": {"code_dim": k, "code_act": "prelu"}, "epochs": args.epochs},
+                    runs / f"dense-{k}")
             rows += ae_rows("dense AE", runs / f"dense-{k}", ("float32", "int8"), data)
-        run_preset(None, {"data": data, "strategy": "autoencoder", "model": "conv_ae", "model_kwargs": {"code_dim": k},
+        if k not in conv_sizes:
+            continue
+        trained(None, {"data": data, "strategy": "autoencoder", "model": "conv_ae", "model_kwargs": {"code_dim": k},
                           "epochs": args.epochs, "augment": "none", "lr": 2e-3, "batch_size": 128}, runs / f"conv-{k}")
         rows += ae_rows("conv AE", runs / f"conv-{k}", ("float16", "int8"), data)
         print(k, rows[-1])
     out = RESULTS / f"rate_distortion-{args.data}"
-    save_results(out.with_suffix(".json"), {"data": args.data, "epochs": args.epochs, "machine": machine(), "rows": rows})
+    command = " ".join(["python", "benchmarks/rate_distortion.py", *sys.argv[1:]])
+    save_results(out.with_suffix(".json"), {"command": command, "data": args.data, "epochs": args.epochs,
+                                            "machine": machine(), "rows": rows})
     plot(rows, out.with_suffix(".png"), f"{args.data}: rate-distortion on the test set")
     lines = [f"# Rate-distortion on {args.data}", "",
-             f"Command: `python benchmarks/rate_distortion.py --data {args.data} --epochs {args.epochs}` (AEs trained "
+             f"Command: `{command}` (AEs trained "
              f"{args.epochs} epochs; JPEG on the first {N_JPEG} test images). Other processes may have shared the 2 "
              "cores. Plot: rate_distortion-" + args.data + ".png.", "",
              "| method | code | bytes/image | (JPEG: entropy-coded bytes) | test MSE | PSNR dB |", "|---|---|---|---|---|---|"]
