@@ -14,11 +14,13 @@ The VAEs: vae_mlp (784-512-(32)-512-784) and vae_conv (conv 32-64, code 32), eac
 --augment none` (the vae_vs_pythae recipe). The 2 CPU cores may have been shared with other processes.
 
     python benchmarks/vae_samples.py          # writes benchmarks/results/vae_samples.{json,md}
+    python benchmarks/vae_samples.py --models vae_mlp --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -58,6 +60,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default=",".join(VAES), help="comma-separated, of %(default)s")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from aeclass.data import load_dataset
@@ -67,11 +70,12 @@ def main():
     if judge_metrics["test_accuracy"] < 0.993:
         raise SystemExit(f"the judge reached {judge_metrics['test_accuracy']:.4f} < 0.993; not a fair judge")
     judge, _ = load_model(RUNS / "mnist-judge")
-    res = {"judge_test_accuracy": judge_metrics["test_accuracy"], "n": N, "machine": machine(), "rows": {}}
+    res = {"judge_test_accuracy": judge_metrics["test_accuracy"], "n": N, "machine": machine(), "rows": {},
+           "command": " ".join(["python", "benchmarks/vae_samples.py", *sys.argv[1:]])}
     test = load_dataset("mnist", str(shared_datasets())).test_x.float() / 255
     res["rows"]["MNIST test images"] = judged(judge, test)
     res["rows"]["uniform noise"] = judged(judge, torch.rand(N, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
-    for model, kw in VAES.items():
+    for model, kw in ((m, VAES[m]) for m in args.models.split(",")):
         run = RUNS / f"mnist-{model}-{args.epochs}ep"
         m = train_once(run, data="mnist", strategy="vae", model=model, model_kwargs=kw, optimizer="adam", lr=1e-3,
                        schedule="constant", batch_size=128, epochs=args.epochs, augment="none")
@@ -82,7 +86,7 @@ def main():
     save_results(RESULTS / "vae_samples.json", res)
     lines = ["# VAE sample quality on MNIST, judged by an aeclass classifier", "",
              f"Judge: `aeclass train --preset fast-mnist-long` ({res['judge_test_accuracy']:.2%} test accuracy). "
-             f"{N:,} samples each; command: `python benchmarks/vae_samples.py`. FID is impossible here (no Inception "
+             f"{N:,} samples each; command: `{res['command']}`. FID is impossible here (no Inception "
              "weights can be downloaded). Other processes may have shared the 2 cores.", "",
              "| images | confidence | class entropy (nats; max 2.303) | score (1-10) | test -ELBO |", "|---|---|---|---|---|"]
     for name, r in res["rows"].items():
