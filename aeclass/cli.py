@@ -1,4 +1,4 @@
-"""The `aeclass` command: train, sweep, evaluate, predict, datasets, export, report.
+"""The `aeclass` command: train, sweep, evaluate, predict, datasets, export, report, sample, interpolate, encode, decode.
 
 User errors print one line (`aeclass: error: ...`) and exit with status 2; no traceback. Ctrl-C exits 130 and
 SIGTERM 143, each with one line; an interrupted training run resumes with --resume.
@@ -274,6 +274,63 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from .generate import grid, sample, save_png
+    images, source = sample(args.run, args.n, args.klass, args.seed)
+    print(f"{save_png(grid(images, args.cols or max(1, round(args.n ** 0.5))), args.out)}: {args.n} samples from {source}")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from .generate import grid, interpolate, save_png
+    print(save_png(grid(interpolate(args.run, args.image_a, args.image_b, args.steps), args.steps), args.out))
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from .codes import encode
+    print(json.dumps(encode(args.run, args.out, args.data, args.split, args.dtype, args.data_dir), indent=2))
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from .codes import decode
+    print(json.dumps(decode(args.run, args.codes, args.out), indent=2))
+    return 0
+
+
+def _add_generation(sub):
+    """sample, interpolate, encode, decode (aeclass/generate.py, aeclass/codes.py; docs/generation.md)."""
+    s = sub.add_parser("sample", help="decode codes drawn from the prior (a VAE) or the training codes' Gaussian")
+    s.add_argument("run", help="run directory or .pt checkpoint of a model with a decoder")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default: %(default)s)")
+    s.add_argument("--class", dest="klass", metavar="K", help="a class name or index: codes of the images the head assigns to it")
+    s.add_argument("--cols", type=int, help="grid columns (default: about sqrt(n))")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="PNG file of the grid")
+    s.set_defaults(func=cmd_sample)
+    i = sub.add_parser("interpolate", help="decode the straight line between two images' codes")
+    i.add_argument("run")
+    i.add_argument("image_a")
+    i.add_argument("image_b")
+    i.add_argument("--steps", type=int, default=8, help="images in the strip, both ends included (default: %(default)s)")
+    i.add_argument("--out", required=True, help="PNG file of the strip")
+    i.set_defaults(func=cmd_interpolate)
+    e = sub.add_parser("encode", help="write the codes of a dataset or image files (.npz or .csv), with MSE / PSNR")
+    e.add_argument("run")
+    e.add_argument("--data", help="a dataset (digits, mnist, cifar10, folder:PATH) or image files' folder (default: the run's)")
+    e.add_argument("--data-dir")
+    e.add_argument("--split", default="test", choices=["test", "train", "all"], help="dataset split (default: %(default)s)")
+    e.add_argument("--dtype", default="float32", choices=["float32", "float16", "int8"], help="how codes are stored")
+    e.add_argument("--out", required=True, help="codes.npz or codes.csv")
+    e.set_defaults(func=cmd_encode)
+    d = sub.add_parser("decode", help="turn a codes file back into PNG images")
+    d.add_argument("run")
+    d.add_argument("codes", help="a .npz or .csv written by aeclass encode")
+    d.add_argument("--out", required=True, help="directory for the PNGs")
+    d.set_defaults(func=cmd_decode)
+
+
 MODEL_HELP = "run directory, .pt checkpoint, or an export: OUT.safetensors or OUT.onnx (with OUT.json beside it)"
 
 
@@ -313,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("--latent", choices=["pca", "tsne"])
     r.set_defaults(func=cmd_report)
+    _add_generation(sub)
     return p
 
 

@@ -97,6 +97,8 @@ class TrainConfig:
     recon_loss: str = option("mse", "reconstruction loss: mse | bce", choices=("mse", "bce"))
     recon_weight: float = option(1.0, "lambda: weight of the reconstruction term (0 = no decoder in semi, ladder)", low=0)
     noise: float = option(0.0, "std of the Gaussian input noise of the reconstruction (a denoising autoencoder)", low=0)
+    noise_kind: str = option("gaussian", "what --noise means: gaussian (its std) | mask (the fraction of pixels set to 0) "
+                             "| salt-pepper (the fraction set to 0 or 1)", choices=("gaussian", "mask", "salt-pepper"))
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", low=0, high=1, high_open=True)
     # evaluation
     tta_flip: bool = option(False, "test-time flip: average each image's scores with its mirror's (photos)", "evaluation")

@@ -4,7 +4,7 @@
     >>> m = create_model("hybrid", input_shape=(1, 28, 28), num_classes=10)
     >>> out = m(torch.rand(4, 1, 28, 28)); out["logits"].shape, out["recon"].shape
 """
-from . import zoo  # noqa: F401  (registers the models)
+from . import vae, zoo  # noqa: F401  (register the models)
 from .core import AEClassifier
 from .registry import create_model, list_models, register_model
 

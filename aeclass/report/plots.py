@@ -130,6 +130,20 @@ def plot_reconstructions(originals, recons, path: Path, cols: int = 8) -> bytes:
 
 
 @styled
+def plot_mosaic(images, path: Path, cols: int = 8, row_labels: list[str] | None = None) -> bytes:
+    """Images in a grid of `cols` columns (a VAE's samples; with `row_labels`, one latent traversal per row)."""
+    x = np.clip(np.asarray(images), 0, 1)
+    rows = math.ceil(x.shape[0] / cols)
+    h, w = x.shape[2:]
+    fig = new_figure(min(9.0, 8.5 / cols * h / w * rows) + 0.3, width=8.5)
+    ax = fig.subplots()
+    show_image(ax, _mosaic(x, cols))
+    if row_labels:
+        ax.set_yticks([(h + 1) * i + h / 2 for i in range(len(row_labels))], row_labels, fontsize=8)
+    return save_png(fig, path)
+
+
+@styled
 def plot_latent(xy: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, title: str) -> bytes:
     """2-D map of the codes, one colour per class (a colour bar instead of a legend past 20 classes)."""
     from matplotlib import colormaps

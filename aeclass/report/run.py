@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from .._version import __version__
+from ..data import to_float
 from ..errors import AeclassError
 from ..io import atomic_write_text
 from . import analysis, plots
@@ -29,9 +30,12 @@ from .style import short
 N_RECON = 16
 N_ERRORS = 16
 N_SALIENCY = 8
+N_SAMPLES = 32
+N_TRAVERSE = 6
+TRAVERSE_STEPS = 9
 FIG_DIR = "report"
 INT_FIELDS = {"epoch", "phase_epoch"}
-FIGURES = ("curves", "reconstructions", "latent", "confusion", "per_class_accuracy", "errors", "saliency")
+FIGURES = ("curves", "reconstructions", "samples", "traversal", "latent", "confusion", "per_class_accuracy", "errors", "saliency")
 
 
 def read_metrics_csv(path: Path) -> list[dict]:
@@ -204,7 +208,7 @@ class RunReport:
         if loaded is None:
             self.skipped.append(("Reconstructions, latent map, misclassified images and saliency", why))
         self.timings["load"] = time.perf_counter() - t0
-        sections = [self.curves(), self.reconstructions(loaded), self.latent_map(loaded), self.confusion(),
+        sections = [self.curves(), self.reconstructions(loaded), *self.samples(loaded), self.latent_map(loaded), self.confusion(),
                     self.errors(loaded), self.saliency(loaded)]
         page.add("summary", "Summary", self.summary(loaded))
         for s in sections:
@@ -335,6 +339,34 @@ class RunReport:
                + (f" (whole test set: MSE {whole:.5f}, PSNR {analysis.psnr(whole):.2f} dB)." if whole else ".")
                + f" Per-image MSE ranges from {float(mse.min()):.5f} to {float(mse.max()):.5f}.")
         return "reconstructions", "Reconstructions", figure(png, "test images and their reconstructions", cap)
+
+    def samples(self, loaded: Loaded | None) -> list:
+        """A variational model's prior samples and a latent traversal (the two sections, or none)."""
+        if loaded is None or "variational" not in loaded.model.capabilities or not self.files.trains_decoder:
+            return []
+        model = loaded.model
+        dev = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            grid = model.decode(torch.randn(N_SAMPLES, model.code_dim, generator=gen).to(dev)).float().cpu()
+            # Traverse the code units the test images use most (the largest mean KL to the prior), from -3 to +3
+            # prior standard deviations, around the first test image's code, the other units held.
+            mu, logvar = model.encode_stats(to_float(loaded.x[:1000].to(dev)))
+            kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)
+            units = kl.argsort(descending=True)[:N_TRAVERSE].tolist()
+            steps = torch.linspace(-3, 3, TRAVERSE_STEPS, device=dev)
+            z = mu[:1].repeat(len(units) * TRAVERSE_STEPS, 1)
+            for i, u in enumerate(units):
+                z[i * TRAVERSE_STEPS:(i + 1) * TRAVERSE_STEPS, u] = steps
+            trav = model.decode(z).float().cpu()
+        png = self.png("samples", plots.plot_mosaic, grid.numpy(), cols=8)
+        cap = f"{N_SAMPLES} codes drawn from the prior N(0, I) (seed 0) and decoded (aeclass sample RUN draws more)."
+        png2 = self.png("traversal", plots.plot_mosaic, trav.numpy(), cols=TRAVERSE_STEPS,
+                        row_labels=[f"unit {u} (KL {float(kl[u]):.2f})" for u in units])
+        cap2 = (f"Each row moves one code unit from -3 to +3 around the first test image's mean code, the others held: "
+                f"the {len(units)} units with the largest mean KL to the prior over the first 1000 test images.")
+        return [("samples", "Samples", figure(png, "decoded prior samples", cap)),
+                ("traversal", "Latent traversal", figure(png2, "latent traversal", cap2))]
 
     def _test_pass(self, loaded: Loaded) -> analysis.TestPass:
         if self._pass is None:

@@ -4,6 +4,7 @@ the model's weighted per-layer denoising costs on the other rows, with --noise a
 train_recon is the input layer's cost (the pixel MSE of the denoised image), train_denoise the weighted sum."""
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Phase, Strategy, register_strategy
 from .losses import classification
 
@@ -14,6 +15,12 @@ class Ladder(Strategy):
     summary = "CE(labelled, corrupted pass) + lambda * per-layer denoising costs(unlabelled); --model ladder"
     metric_columns = ("denoise",)
     model = "ladder"
+
+    @classmethod
+    def check_options(cls, opts, cfg):
+        if cfg.noise_kind != "gaussian":  # the ladder adds noise to every layer's pre-activations: Gaussian only
+            raise ConfigError(f"--strategy ladder: --noise-kind {cfg.noise_kind} is not possible; the Ladder "
+                              "network's per-layer noise is Gaussian (--noise-kind gaussian)")
 
     def requires(self, pretrained=False):
         return {"head", "ladder"}

@@ -23,12 +23,26 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str) ->
     return F.mse_loss(recon, target)
 
 
-def corrupt(x: torch.Tensor, noise: float) -> torch.Tensor:
-    """Denoising autoencoder input: add Gaussian noise, keep pixels in [0, 1]. Uses the global torch RNG,
-    whose state checkpoints save, so resumed runs draw the same noise."""
+NOISE_KINDS = ("gaussian", "mask", "salt-pepper")
+
+
+def corrupt(x: torch.Tensor, noise: float, kind: str = "gaussian") -> torch.Tensor:
+    """Denoising autoencoder input, pixels kept in [0, 1]. `kind` (--noise-kind) says what `noise` is:
+    'gaussian' the std of added Gaussian noise; 'mask' the fraction of pixels set to 0 (Vincent et al. 2008's
+    masking noise); 'salt-pepper' the fraction set to 0 or 1 at random. Mask and salt-pepper draw one choice per
+    pixel position, shared by its channels, so a colour pixel is lost whole. Uses the global torch RNG, whose
+    state checkpoints save, so resumed runs draw the same noise."""
     if noise <= 0:
         return x
-    return (x + noise * torch.randn_like(x)).clamp_(0, 1)
+    if kind == "gaussian":
+        return (x + noise * torch.randn_like(x)).clamp_(0, 1)
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"unknown noise kind '{kind}'; expected one of {', '.join(NOISE_KINDS)}")
+    hit = torch.rand((x.shape[0], 1, *x.shape[2:]), device=x.device) < min(noise, 1.0)
+    if kind == "mask":
+        return x.masked_fill(hit, 0.0)
+    salt = (torch.rand(hit.shape, device=x.device) < 0.5).to(x.dtype)
+    return torch.where(hit, salt, x)
 
 
 def classification(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> dict:
@@ -45,7 +59,7 @@ def classification(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> d
 
 def autoencoder_step(model: "AEClassifier", batch: "Batch", cfg: "TrainConfig") -> dict:
     """Reconstruct the clean image from its noisy version (cfg.noise; 0 = a plain autoencoder)."""
-    out = model(corrupt(batch.x, cfg.noise), classify=False)
+    out = model(corrupt(batch.x, cfg.noise, cfg.noise_kind), classify=False)
     recon = reconstruction_loss(out["recon"], batch.x, cfg.recon_loss)
     return {"loss": recon, "recon": recon}
 
@@ -59,7 +73,7 @@ def supervised_step(model: "AEClassifier", batch: "Batch", cfg: "TrainConfig", s
 
 def joint_step(model: "AEClassifier", batch: "Batch", cfg: "TrainConfig", smoothing: float | None = None) -> dict:
     """The seeds' multi-task loss: CE(labelled rows) + cfg.recon_weight * reconstruction(every row)."""
-    out = model(corrupt(batch.x, cfg.noise))
+    out = model(corrupt(batch.x, cfg.noise, cfg.noise_kind))
     parts = classification(out["logits"], batch.y, cfg.label_smoothing if smoothing is None else smoothing)
     recon = reconstruction_loss(out["recon"], batch.x, cfg.recon_loss)
     return {"loss": parts["ce"] + cfg.recon_weight * recon, "recon": recon, **parts}

@@ -228,7 +228,7 @@ class Semi(Strategy):
         gen = batch.gen if batch.gen is not None else torch.default_generator
         n = batch.x.shape[0]
         geo = strong_view(batch.x, gen)
-        code = model.encode(torch.cat([batch.x, corrupt(geo, cfg.noise)]))
+        code = model.encode(torch.cat([batch.x, corrupt(geo, cfg.noise, cfg.noise_kind)]))
         logits = model.classify(code).float()
         weak_logits, strong_logits = logits[:n], logits[n:]
         parts = classification(weak_logits, batch.y, cfg.label_smoothing)

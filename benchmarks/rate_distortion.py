@@ -1,0 +1,167 @@
+"""Rate-distortion: autoencoders beside PCA at the same code size and JPEG at the same bytes per image.
+
+For each code size k (--sizes):
+- PCA: the top k principal components of the training images (scikit-learn), k float32 numbers per image;
+- dense AE: `aeclass train --preset fast-ae --model-opt code_dim=k --epochs E` (mlp_ae 784-k-784, PReLU code,
+  PCA start), its codes written by `aeclass encode` as float32 (4k bytes) and int8 (k bytes);
+- conv AE: `aeclass train --data D --strategy autoencoder --model conv_ae --model-opt code_dim=k --epochs E
+  --augment none --lr 2e-3 --batch-size 128`, codes as int8 (k bytes) and float16 (2k bytes);
+- JPEG (Pillow, 4:2:0 for colour) at qualities 5-95, bytes per image as the whole file and as its entropy-coded
+  part alone (the file after its start-of-scan header: the tables are the same in every file, so a store of many
+  images could share them).
+Distortion: the test images' mean squared error on [0, 1] pixels and PSNR = 10 log10(1 / MSE). int8 codes also
+need their per-dimension range once per file (8k bytes, shared by all images: not counted per image).
+The 2 CPU cores may have been shared with other processes while this ran.
+
+    python benchmarks/rate_distortion.py                          # MNIST: benchmarks/results/rate_distortion-mnist.*
+    python benchmarks/rate_distortion.py --data cifar --epochs 5  # CIFAR-10 (the JPEG-q75 zip)
+Finished runs under benchmarks/results/runs/rate-DATA/ are reused and interrupted ones resumed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import math
+
+import numpy as np
+import torch
+from _common import RESULTS, cifar_zip, machine, run_preset, save_results, shared_datasets
+
+JPEG_QUALITIES = (5, 10, 20, 30, 50, 75, 90, 95)
+N_JPEG = 2000  # test images JPEG-coded (Pillow, one at a time)
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(1 / mse) if mse > 0 else float("inf")
+
+
+def pca_rows(train: np.ndarray, test: np.ndarray, sizes) -> list[dict]:
+    from sklearn.decomposition import PCA
+    rows = []
+    for k in sizes:
+        p = PCA(k, svd_solver="randomized", random_state=0).fit(train)
+        rec = np.clip(p.inverse_transform(p.transform(test)), 0, 1)
+        mse = float(((rec - test) ** 2).mean())
+        rows.append({"method": "PCA", "code": f"{k} x float32", "bytes": 4 * k, "mse": mse, "psnr": psnr(mse)})
+    return rows
+
+
+def jpeg_rows(test_u8: np.ndarray) -> list[dict]:
+    from PIL import Image
+    rows = []
+    for q in JPEG_QUALITIES:
+        total, scan, sq = 0, 0, 0.0
+        for img in test_u8[:N_JPEG]:
+            arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="JPEG", quality=q)
+            data = buf.getvalue()
+            total += len(data)
+            scan += len(data) - data.index(b"\xff\xda")  # from the start-of-scan marker to the end
+            back = np.asarray(Image.open(io.BytesIO(data))).astype(np.float32) / 255
+            sq += float(((back - arr.astype(np.float32) / 255) ** 2).mean())
+        n = min(N_JPEG, len(test_u8))
+        mse = sq / n
+        rows.append({"method": "JPEG", "code": f"quality {q}", "bytes": total / n, "bytes_scan_only": scan / n,
+                     "mse": mse, "psnr": psnr(mse)})
+    return rows
+
+
+def ae_rows(name: str, run_dir, dtypes, data: str) -> list[dict]:
+    import tempfile
+
+    from aeclass.codes import encode
+    rows = []
+    for dtype in dtypes:
+        with tempfile.TemporaryDirectory() as tmp:
+            m = encode(run_dir, f"{tmp}/codes.npz", data=data, split="test", dtype=dtype, data_dir=str(shared_datasets()))
+        rows.append({"method": name, "code": f"{m['code_dim']} x {dtype}", "bytes": m["bytes_per_image"],
+                     "mse": m["recon_mse"], "psnr": m["psnr_db"]})
+    return rows
+
+
+def trained(preset: str | None, overrides: dict, run_dir) -> None:
+    """The run in `run_dir`: kept when finished (metrics.json), resumed from its last checkpoint when interrupted,
+    else trained (run_preset)."""
+    from aeclass import build_config, train
+    if (run_dir / "metrics.json").is_file():
+        return
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        over = {**overrides, "out": str(run_dir), "data_dir": str(shared_datasets()), "report": False}
+        train(build_config(preset=preset, overrides=over), resume=True, log=lambda *a: None, progress=False)
+        return
+    run_preset(preset, overrides, run_dir)
+
+
+def plot(rows: list[dict], path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method, style in (("PCA", "s-"), ("dense AE", "o-"), ("conv AE", "^-"), ("JPEG", "x-")):
+        pts = sorted((r["bytes"], r["psnr"]) for r in rows if r["method"] == method)
+        if pts:
+            ax.plot(*zip(*pts), style, label=method)
+    scan = sorted((r["bytes_scan_only"], r["psnr"]) for r in rows if r["method"] == "JPEG")
+    ax.plot(*zip(*scan), "x:", color="grey", label="JPEG, entropy-coded part only")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per image")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", choices=["mnist", "cifar"], default="mnist")
+    ap.add_argument("--sizes", default="8,16,32,64")
+    ap.add_argument("--conv-sizes", help="code sizes of the conv AEs (default: --sizes; they take longest)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    conv_sizes = [int(s) for s in (args.conv_sizes or args.sizes).split(",")]
+    if not set(conv_sizes) <= set(sizes):
+        raise SystemExit("--conv-sizes must be among --sizes")
+    from aeclass.data import load_dataset
+    data = "mnist" if args.data == "mnist" else f"folder:{cifar_zip()}"
+    ds = load_dataset(data, str(shared_datasets()))
+    train = ds.train_x.flatten(1).numpy().astype(np.float32) / 255
+    test = ds.test_x.flatten(1).numpy().astype(np.float32) / 255
+    rows = pca_rows(train, test, sizes) + jpeg_rows(ds.test_x.numpy())
+    runs = RESULTS / "runs" / f"rate-{args.data}"
+    for k in sizes:
+        if args.data == "mnist":
+            trained("fast-ae", {"model_kwargs": {"code_dim": k, "code_act": "prelu"}, "epochs": args.epochs},
+                    runs / f"dense-{k}")
+            rows += ae_rows("dense AE", runs / f"dense-{k}", ("float32", "int8"), data)
+        if k not in conv_sizes:
+            continue
+        trained(None, {"data": data, "strategy": "autoencoder", "model": "conv_ae", "model_kwargs": {"code_dim": k},
+                          "epochs": args.epochs, "augment": "none", "lr": 2e-3, "batch_size": 128}, runs / f"conv-{k}")
+        rows += ae_rows("conv AE", runs / f"conv-{k}", ("float16", "int8"), data)
+        print(k, rows[-1])
+    out = RESULTS / f"rate_distortion-{args.data}"
+    command = " ".join(["python", "benchmarks/rate_distortion.py", *sys.argv[1:]])
+    save_results(out.with_suffix(".json"), {"command": command, "data": args.data, "epochs": args.epochs,
+                                            "machine": machine(), "rows": rows})
+    plot(rows, out.with_suffix(".png"), f"{args.data}: rate-distortion on the test set")
+    lines = [f"# Rate-distortion on {args.data}", "",
+             f"Command: `{command}` (AEs trained "
+             f"{args.epochs} epochs; JPEG on the first {N_JPEG} test images). Other processes may have shared the 2 "
+             "cores. Plot: rate_distortion-" + args.data + ".png.", "",
+             "| method | code | bytes/image | (JPEG: entropy-coded bytes) | test MSE | PSNR dB |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["method"], r["bytes"])):
+        scan = f"{r['bytes_scan_only']:.0f}" if "bytes_scan_only" in r else ""
+        lines.append(f"| {r['method']} | {r['code']} | {r['bytes']:.0f} | {scan} | {r['mse']:.5f} | {r['psnr']:.2f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
