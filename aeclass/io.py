@@ -75,6 +75,7 @@ class DirectoryLock:
 
         from .errors import AeclassError
         path = self.dir / ".lock"
+        self.created = [d for d in (self.dir, *self.dir.parents) if not d.exists()]  # deepest first
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,6 +89,18 @@ class DirectoryLock:
                                f"(it holds {path}); wait for it to finish or choose another {self.what}") from None
         self._fd = fd
         return self
+
+    def discard(self) -> None:
+        """While still holding the lock: remove the lock file and the directories __enter__ created, if
+        nothing else was written there (a run that failed before its first file leaves nothing behind)."""
+        if not self.created or os.listdir(self.dir) != [".lock"]:
+            return
+        os.unlink(self.dir / ".lock")
+        for d in self.created:
+            try:
+                d.rmdir()
+            except OSError:  # not empty (another process wrote there meanwhile): stop
+                break
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:

@@ -143,8 +143,12 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
         raise AeclassError(f"--resume: no checkpoint at {CheckpointSaver(run_dir).last} to continue from")
     # One process per run directory, for the whole run: two trainings writing the same checkpoints would
     # interleave epochs of different runs. The "already holds a run" check below is only race-free under it.
-    with DirectoryLock(run_dir, "--resume" if resume else "--out"):
-        return _train_locked(cfg, run_dir, resume, init, log, progress, dataset)
+    with DirectoryLock(run_dir, "--resume" if resume else "--out") as lock:
+        try:
+            return _train_locked(cfg, run_dir, resume, init, log, progress, dataset)
+        except BaseException:
+            lock.discard()  # nothing half-written: a run that failed before writing a file leaves no directory
+            raise
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, progress: bool, dataset) -> RunResult:

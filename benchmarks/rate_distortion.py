@@ -99,10 +99,15 @@ def plot(rows: list[dict], path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for method, style in (("PCA", "s-"), ("dense AE", "o-"), ("conv AE", "^-"), ("JPEG", "x-")):
-        pts = sorted((r["bytes"], r["psnr"]) for r in rows if r["method"] == method)
-        if pts:
-            ax.plot(*zip(*pts), style, label=method)
+    # one line per method and storage type (a code's float32 and int8 points are the same code, not a curve)
+    series = {}
+    for r in rows:
+        kind = r["code"].split(" x ")[-1] if r["method"].endswith("AE") else ""
+        series.setdefault((r["method"], kind), []).append((r["bytes"], r["psnr"]))
+    marks = {"PCA": "s-", "dense AE": "o-", "conv AE": "^-", "JPEG": "x-"}
+    for (method, kind), pts in series.items():
+        ax.plot(*zip(*sorted(pts)), marks[method] if kind != "int8" else marks[method][0] + "--",
+                label=f"{method}, {kind}" if kind else method)
     scan = sorted((r["bytes_scan_only"], r["psnr"]) for r in rows if r["method"] == "JPEG")
     ax.plot(*zip(*scan), "x:", color="grey", label="JPEG, entropy-coded part only")
     ax.set_xscale("log")

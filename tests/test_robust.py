@@ -93,6 +93,16 @@ def test_a_second_process_on_the_same_run_directory_fails_at_once(tmp_path):
         pass
 
 
+def test_a_lock_on_a_directory_it_created_leaves_nothing_when_discarded(tmp_path):
+    with DirectoryLock(tmp_path / "a" / "b" / "run") as lock:
+        lock.discard()
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    with DirectoryLock(tmp_path / "kept") as lock:  # not created by it: kept, lock file and all
+        lock.discard()
+    assert (tmp_path / "kept" / ".lock").exists()
+
+
 def test_the_lock_is_exclusive_within_one_machine(tmp_path):
     with DirectoryLock(tmp_path / "r"):
         with pytest.raises(AeclassError, match="another aeclass process"):
@@ -257,7 +267,7 @@ def test_out_of_domain_values_are_one_line(tmp_path, capsys, argv, needle):
     out = [] if "--out" in argv else ["--out", str(tmp_path / "r")]
     code, _, err = cli(capsys, "train", "--epochs", "1", *out, *argv, "--no-report", "--quiet")
     one_line_error(code, err, needle)
-    assert not (tmp_path / "r" / "checkpoints").exists()
+    assert not (tmp_path / "r").exists()  # nothing half-written, not even the lock's directory
 
 
 @pytest.mark.parametrize("text, needle", [("confidence: high\nstrategy: semi\n", "--confidence"),
