@@ -163,7 +163,7 @@ def test_label_subsets_are_balanced_seeded_and_from_training_data_only(monkeypat
         seen.append((y, labels, seed))
         return labelled_indices(y, labels, seed, k)
     monkeypatch.setattr(sweep_mod, "labelled_indices", spy)
-    monkeypatch.setattr(sweep_mod, "load_dataset", lambda *a, **k: ds)
+    monkeypatch.setattr(sweep_mod, "dataset_for", lambda *a, **k: ds)
     res = small(tmp_path / "s", strategies="supervised", labels="100", seeds=2)
     assert [(lab, seed) for _, lab, seed in seen] == [(100, 0), (100, 1)]
     assert all(y is ds.train_y for y, _, _ in seen)
