@@ -19,15 +19,22 @@ def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return nn.functional.pad(x, (p, p, p, p))[..., p - dy:p - dy + h, p - dx:p - dx + w]
 
 
+def tta_views(x: torch.Tensor, flip: bool, shift: int = 0) -> list[torch.Tensor]:
+    """The test-time views of x besides x itself: its mirror (flip), then copies of x and of the mirror moved
+    by +-shift pixels diagonally (shift > 0)."""
+    views = [x.flip(3)] if flip else []
+    if shift:
+        for v in [x] + views[:1]:
+            views += [shifted(v, shift, shift), shifted(v, -shift, -shift)]
+    return views
+
+
 def tta_logits(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, flip: bool, shift: int = 0) -> torch.Tensor:
     """Test-time augmentation: the mean class scores over views of x. `logits` are the scores of x itself;
     `flip` adds its left-right mirror, `shift` > 0 adds copies of x (and of the mirror) moved by +-shift
     pixels diagonally, as fast CIFAR-10 trainers such as airbench do. On the fast-cifar resnet the shifts
     added about half a point over the flip alone (docs/speed.md)."""
-    views = [x.flip(3)] if flip else []
-    if shift:
-        for v in [x] + views[:1]:
-            views += [shifted(v, shift, shift), shifted(v, -shift, -shift)]
+    views = tta_views(x, flip, shift)
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else torch.contiguous_format
     total = logits.float()
     for v in views:

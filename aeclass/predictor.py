@@ -41,13 +41,10 @@ class Predictor:
     @torch.no_grad()
     def scores(self, X) -> np.ndarray:
         """Class scores (logits), averaged over the run's test-time views."""
-        from .evaluation import shifted
+        from .evaluation import tta_views
         out = []
         for xb in self._batches(X):
-            views = [xb] + ([xb.flip(3)] if self.flip else [])
-            if self.shift:
-                views += [shifted(v, s, s) for v in list(views) for s in (self.shift, -self.shift)]
-            logits = [self._logits(v) for v in views]
+            logits = [self._logits(v) for v in [xb] + tta_views(xb, self.flip, self.shift)]
             out.append(torch.stack(logits).mean(0))
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
 
