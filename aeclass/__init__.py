@@ -11,7 +11,7 @@ encode). New models register with `aeclass.register_model`, new strategies with 
 """
 from . import cpu as _cpu
 
-_cpu.prefer_passive_waiting()  # the command line's OpenMP wait policy, which only takes effect before torch loads
+_cpu.choose_wait_policy()  # the command line's OpenMP wait policy, which only takes effect before torch loads
 
 from ._version import __version__  # noqa: E402
 from .config import PRESETS, TrainConfig, build_config  # noqa: E402

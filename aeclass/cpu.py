@@ -73,16 +73,63 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def prefer_passive_waiting() -> None:
-    """For the command line only, before torch is imported: OMP_WAIT_POLICY=PASSIVE unless the user chose a
-    policy. OpenMP threads otherwise spin for a while at the end of every parallel region; on a machine whose
-    cores other work shares, the spinning threads take the cores the working ones need (see
-    benchmarks/shared_machine.py). A library user's process, and any process that imported torch already, is
-    left as it is."""
-    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
-        return
+BUSY_SAMPLE_SECONDS = 0.15  # how long the start-up check watches the machine: 15 jiffies per core at 100 Hz
+BUSY_THRESHOLD = 0.5        # other processes' CPU use, in cores, from which the machine counts as shared
+
+
+def _busy_jiffies() -> tuple[int, int] | None:
+    """(all CPUs' busy jiffies, this process's jiffies) from /proc; None where there is no /proc/stat."""
+    try:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        own = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+        return busy, int(own[11]) + int(own[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def competing_load(seconds: float = BUSY_SAMPLE_SECONDS) -> float | None:
+    """Cores' worth of CPU time that other processes used over `seconds` (None where /proc cannot tell)."""
+    import time
+    a = _busy_jiffies()
+    if a is None:
+        return None
+    time.sleep(seconds)
+    b = _busy_jiffies()
+    if b is None:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / hz / seconds)
+
+
+def is_command_line() -> bool:
     argv = list(getattr(sys, "orig_argv", sys.argv))
     console = bool(sys.argv) and os.path.basename(sys.argv[0]) in ("aeclass", "aeclass.exe")
-    as_module = any(a == "-m" and b in ("aeclass", "aeclass.cli") for a, b in zip(argv, argv[1:]))
-    if console or as_module:
+    return console or any(a == "-m" and b in ("aeclass", "aeclass.cli") for a, b in zip(argv, argv[1:]))
+
+
+def choose_wait_policy(force: bool = False) -> str | None:
+    """For the command line (or `force`), before torch is imported: OMP_WAIT_POLICY=PASSIVE when other processes
+    are using at least BUSY_THRESHOLD cores as aeclass starts; otherwise OpenMP's default, unless the user chose a
+    policy. Returns what was decided, in words (also in $AECLASS_WAIT_POLICY for run.json), or None.
+
+    Why decide at start: libgomp reads the policy once, when torch loads. Its default, spinning for a while after
+    each parallel region, is the fastest on an idle machine; beside one busy process on 2 cores the spinning
+    threads take the core the working thread needs and training keeps 15-30 % of its speed, while PASSIVE keeps
+    about half, the fair share. PASSIVE always costs 25-65 % on an idle machine (small models run thousands of
+    short parallel regions, and every wake-up is a system call), so it is only worth paying where there is a
+    neighbour (benchmarks/shared_machine.py). The wait policy never changes the arithmetic: results stay
+    bit-identical whatever the check decides, unlike adapting the thread count. A load that starts later is not
+    seen: set OMP_WAIT_POLICY=PASSIVE yourself on a machine whose load comes and goes."""
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules or not (force or is_command_line()):
+        return None
+    load = competing_load()
+    if load is None:
+        return None
+    if load >= BUSY_THRESHOLD:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        decided = f"PASSIVE (other processes used {load:.1f} cores at start)"
+    else:
+        decided = f"default (other processes used {load:.1f} cores at start)"
+    os.environ["AECLASS_WAIT_POLICY"] = decided
+    return decided

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import platform
 import sys
 import time
@@ -202,6 +203,8 @@ def _run_info(run: Run, allocator) -> dict:
     cfg, ds, data, model = run.cfg, run.ds, run.data, run.model
     return {
         "seed": cfg.seed, "versions": versions(), "device": str(run.device), "allocator": allocator,
+        "threads": torch.get_num_threads(),
+        "openmp_wait_policy": os.environ.get("AECLASS_WAIT_POLICY") or os.environ.get("OMP_WAIT_POLICY", "default"),
         "command": sys.argv, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ds.summary(), "n_train": int(ds.train_x.shape[0]), "n_test": int(ds.test_x.shape[0]),
         "n_labelled": data.n_labelled, "n_unlabelled": int(data.x.shape[0]) - data.n_labelled,
