@@ -11,6 +11,7 @@ and renamed into place (timm's CheckpointSaver habit), and loaded with weights_o
     final_label_smoothing  the label smoothing the final classifier learned with (for a later --teacher)
     strategy_state     the strategy's running state (Strategy.state_dict)
     optimizer_state, generator_state, torch_rng_state, progress   (last.pt only: to resume exactly)
+    rank_states        under torchrun: every rank's random states, [{torch_rng_state, rank_generator_state}]
     config, classes, image_shape, data_name
 
 A run directory stands for the model its metrics.json describes: best.pt when a validation set (--val)
@@ -29,7 +30,7 @@ from .io import atomic_write
 
 FORMAT = "aeclass-checkpoint-2"
 FORMATS = ("aeclass-checkpoint-1", FORMAT)
-RESUME_ONLY = ("optimizer_state", "train_model_state", "generator_state", "torch_rng_state")
+RESUME_ONLY = ("optimizer_state", "train_model_state", "generator_state", "torch_rng_state", "rank_states")
 # progress keys of format 1 that are semi's state since format 2
 _LEGACY_STRATEGY_KEYS = ("teacher_test_accuracy", "student_pseudo_labels", "rounds")
 
@@ -91,6 +92,8 @@ def make_checkpoint(run, opt) -> dict:
     state = run.strategy.state_dict()
     if state:
         extra["strategy_state"] = _to(state, "cpu")
+    if getattr(run, "rank_states", None):
+        extra["rank_states"] = run.rank_states
     return {
         "format": FORMAT,
         "model_spec": model.spec,
@@ -131,6 +134,10 @@ def _restore(run, ck: dict) -> dict | None:
     run.progress.update(ck["progress"])
     run.gen.set_state(ck["generator_state"])
     torch.set_rng_state(ck["torch_rng_state"])
+    dist, ranks = getattr(run, "dist", None), ck.get("rank_states")
+    if dist is not None and ranks and len(ranks) == dist.world:  # the same number of processes: exactly
+        torch.set_rng_state(ranks[dist.rank]["torch_rng_state"])
+        run.rank_gen.set_state(ranks[dist.rank]["rank_generator_state"])
     return ck.get("optimizer_state")
 
 

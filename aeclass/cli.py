@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from . import distributed
 from .errors import AeclassError
 
 
@@ -134,7 +136,7 @@ def cmd_train(args) -> int:
         print(f"test accuracy: {m['test_accuracy']:.4f}")
     if m.get("test_recon_mse") is not None:
         print(f"test reconstruction MSE: {m['test_recon_mse']:.5f}")
-    if cfg.report:
+    if cfg.report and distributed.is_main():
         _write_report(result.run_dir, log)
     return 0
 
@@ -396,9 +398,13 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return 2
+        if distributed.launched() and args.command != "train":  # N copies would all write the same files
+            raise AeclassError(f"aeclass {args.command} runs in one process; under torchrun only 'aeclass train' is "
+                               "distributed (spread a sweep with aeclass sweep --shard i/n instead)")
         return args.func(args)
     except AeclassError as e:
-        print(f"aeclass: error: {e}", file=sys.stderr)
+        rank = "" if distributed.is_main() else f" [rank {os.environ.get('RANK')}]"
+        print(f"aeclass: error{rank}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         what, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM) if isinstance(e, Terminated) else ("interrupted", 130)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data.train_data import TrainData, steps_per_epoch
+from . import distributed
 from .device import autocast, memory_format_for
 from .errors import AeclassError, ConfigError
 from .evaluation import evaluate, trained_only
@@ -154,6 +155,9 @@ class Run:
     saver: object = None          # aeclass.checkpoint.CheckpointSaver
     on_epoch: Callable | None = None  # on_epoch(run, row): after the epoch's checkpoints (train.py: metrics.csv)
     board: object = None          # an optional TensorBoard writer (--logger tensorboard), fed by on_epoch
+    dist: object = None           # aeclass.distributed.Context under torchrun, else None
+    rank_gen: torch.Generator | None = None  # with dist: this rank's generator for the draws steps make
+    rank_states: list | None = None  # with dist: every rank's random states, gathered for last.pt
     progress: dict = field(default_factory=lambda: {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [],
                                                      "best_loss": float("inf"), "elapsed": 0.0})
 
@@ -221,22 +225,25 @@ def train_one_epoch(run: Run, phase: Phase, data: TrainData, opt, step0: int, to
                     bar=None) -> tuple[dict, int]:
     """One epoch of one phase: the epoch's mean loss parts (train_<part>), train_accuracy, the last lr, and
     the phase's new step count."""
-    cfg, model = run.cfg, run.model
+    cfg, model, dist = run.cfg, run.model, run.dist
     set_train_mode(model, phase)
+    step_fn = phase.step if dist is None else distributed.wrap(model, phase.step, run.device)
     fmt = memory_format_for(model, cfg.memory_format)
     sums: dict[str, torch.Tensor] = {}
     count, correct, labelled, step = 0, 0, 0, step0
     spe = steps_per_epoch(data, cfg.batch_size)
     for batch in data.batches(phase, cfg, run.gen):
+        if dist is not None:  # every rank drew the same global batch: train on this rank's rows of it
+            batch = distributed.shard(batch, dist, run.rank_gen)
         batch.epoch = step / spe  # the phase's epochs done so far (fractional), for ramp-ups
         batch.x = batch.x.contiguous(memory_format=fmt)
         lr = lr_at(step, total, warmup, cfg.lr, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         with autocast(run.device, cfg.precision):
-            losses = phase.step(model, batch)
+            losses = step_fn(model, batch)
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        if not (torch.isfinite(loss) if dist is None else distributed.all_finite(loss)):
             raise TrainingDiverged(f"training diverged: loss is {float(loss)} in phase '{phase.name}' at step {step}; "
                                    f"try a lower --lr (now {cfg.lr})")
         opt.zero_grad(set_to_none=True)
@@ -257,6 +264,9 @@ def train_one_epoch(run: Run, phase: Phase, data: TrainData, opt, step0: int, to
             bar.update(1)
             if count % 20 == 1:  # the bar's loss readout is the one per-step sync left; refresh it sparingly
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+    if dist is not None:  # the logged figures are the whole batch's; rank 0's BatchNorm statistics for everyone
+        sums, (correct, labelled) = distributed.average_sums(sums, [int(correct), int(labelled)])
+        distributed.broadcast_buffers(model, run.ema.model if run.ema is not None else None)
     means = {f"train_{k}": float(v) / max(1, count) for k, v in sums.items()}
     if int(labelled):
         means["train_accuracy"] = int(correct) / int(labelled)
@@ -335,6 +345,9 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
         prog.update(phase_index=pi, phase_epoch=ep + 1, step=prog["step"] + spe)
         improved = is_last_phase and _improved(run, row)
         _check_finite(run, phase, epoch_global, prog["step"])
+        if run.dist is not None:  # every rank's random states go into last.pt, which rank 0 writes
+            run.rank_states = distributed.gather_objects({"torch_rng_state": torch.get_rng_state(),
+                                                          "rank_generator_state": run.rank_gen.get_state()})
         if run.saver is not None:
             run.saver.save_epoch(run, opt, improved)
         if run.on_epoch is not None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from ._version import __version__
 from .checkpoint import CheckpointSaver, load_init_weights, restore
 from .config import TrainConfig, save_config, validate
@@ -97,7 +98,7 @@ def _init_from_data(model: AEClassifier, cfg: TrainConfig, xf: torch.Tensor, dev
 def _prepare(cfg: TrainConfig, resume: bool, init: str | None, log, dataset) -> Run:
     """Data, model (input statistics, layers set from the data, --init weights, memory format, weight
     average, compilation) and strategy, in the order that fixes every random draw of a run."""
-    device = pick_device(cfg.device)
+    device = pick_device(distributed.device_name(cfg.device))
     gen = seed_everything(cfg.seed)
     ds = dataset if dataset is not None else dataset_for(cfg)
     if cfg.labels is not None and cfg.labels > ds.train_x.shape[0]:
@@ -139,26 +140,30 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=p
     >>> result.metrics["test_accuracy"]
     """
     cfg = validate(cfg)
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    if resume and not CheckpointSaver(run_dir).last.is_file():  # before the lock, which creates the directory
-        raise AeclassError(f"--resume: no checkpoint at {CheckpointSaver(run_dir).last} to continue from")
-    # One process per run directory, for the whole run: two trainings writing the same checkpoints would
-    # interleave epochs of different runs. The "already holds a run" check below is only race-free under it.
-    with DirectoryLock(run_dir, "--resume" if resume else "--out") as lock:
-        try:
-            return _train_locked(cfg, run_dir, resume, init, log, progress, dataset)
-        except BaseException:
-            lock.discard()  # nothing half-written: a run that failed before writing a file leaves no directory
-            raise
+    ctx = distributed.setup(cfg.device)  # under torchrun: join the process group (aeclass.distributed)
+    try:
+        run_dir = Path(distributed.from_main(cfg.out or str(default_run_dir(cfg))))
+        if resume and distributed.is_main() and not CheckpointSaver(run_dir).last.is_file():  # before the lock
+            raise AeclassError(f"--resume: no checkpoint at {CheckpointSaver(run_dir).last} to continue from")
+        if not distributed.is_main():  # the other ranks train beside rank 0 and write nothing
+            return _train_locked(cfg, run_dir, resume, init, lambda *a, **k: None, False, dataset)
+        # One process per run directory, for the whole run: two trainings writing the same checkpoints would
+        # interleave epochs of different runs. The "already holds a run" check below is only race-free under it.
+        with DirectoryLock(run_dir, "--resume" if resume else "--out") as lock:
+            try:
+                return _train_locked(cfg, run_dir, resume, init, log, progress, dataset)
+            except BaseException:
+                lock.discard()  # nothing half-written: a run that failed before writing a file leaves no directory
+                raise
+    finally:
+        if ctx is not None:
+            distributed.teardown()
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, progress: bool, dataset) -> RunResult:
-    saver = CheckpointSaver(run_dir)
-    if not resume and (run_dir / "metrics.csv").exists():
-        raise AeclassError(f"--out {run_dir}: already holds a run; use --resume to continue it or choose another --out")
-    # A process killed inside atomic_write leaves its temporary file; nobody else writes here while we hold the lock.
-    remove_stale_temporaries(run_dir, RUN_FILES)
-    remove_stale_temporaries(saver.dir, None)
+    main, saver = distributed.is_main(), CheckpointSaver(run_dir)
+    if main:
+        _claim(run_dir, saver, resume)
     cfg.out = str(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -166,25 +171,24 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, prog
         torch.set_num_threads(available_cpus())
     allocator = tune_allocator() if pick_device(cfg.device).type == "cpu" else None  # faster, same results
     run = _prepare(cfg, resume, init, log, dataset)
-    run.saver, run.on_epoch = saver, _after_epoch
-    run.board = _tensorboard(run_dir) if cfg.logger == "tensorboard" else None
+    if distributed.context() is not None:
+        run.dist, run.rank_gen = distributed.context(), distributed.rank_generator(cfg.seed)
+    if main:
+        run.saver, run.on_epoch = saver, _after_epoch
+        run.board = _tensorboard(run_dir) if cfg.logger == "tensorboard" else None
     run.bars = progress and sys.stderr.isatty()
-    opt_state = restore(run, saver.load_last(run.device)) if resume else None
-    if resume:
-        log(f"resuming {run_dir} at phase {run.progress['phase_index']} epoch {run.progress['phase_epoch']}")
-        # last.pt is written before metrics.csv: a kill between the two leaves the csv an epoch short
-        _write_csv(run_dir / "metrics.csv", run.progress["history"], run.columns)
-    save_config(cfg, run_dir / "config.yaml")
-    atomic_write_json(run_dir / "run.json", _run_info(run, allocator))
-    n_val = 0 if run.data.val_x is None else int(run.data.val_x.shape[0])
-    log(f"run {run_dir}: {cfg.strategy} on {run.ds.name} {tuple(run.ds.image_shape)}, {run.data.n_labelled} labelled / "
-        f"{run.data.x.shape[0]} train images{f' ({n_val} held out to validate)' if n_val else ''}, model {cfg.model} "
-        f"({sum(p.numel() for p in run.model.parameters()):,} parameters), {run.device}")
+    # only rank 0 reads last.pt (the others may be on machines that do not see the run directory)
+    opt_state = restore(run, distributed.from_main(saver.load_last(run.device) if main else None)) if resume else None
+    if main:
+        _write_run_files(run, run_dir, resume, allocator)
     try:
         fit(run, opt_state)
     finally:
         if run.board is not None:
             run.board.close()
+    if not main:  # wait for rank 0's final evaluation and files, so that no rank leaves the group early
+        distributed.barrier()
+        return RunResult(run_dir, {}, run.final_model(), cfg)
     if run.selects_by_validation and saver.best.is_file():  # the model to use: the best on validation
         from .checkpoint import load_checkpoint
         run.final_model().load_state_dict(load_checkpoint(saver.best)["model_state"])
@@ -196,7 +200,31 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, prog
                f"test_recon_mse {metrics['test_recon_mse']:.5f}" if metrics.get("test_recon_mse") is not None else None,
                f"train_seconds {metrics['train_seconds']:.1f}"]
     log("done: " + ", ".join(s for s in summary if s) + f"  ({run_dir})")
+    distributed.barrier()
     return RunResult(run_dir, metrics, run.final_model(), cfg)
+
+
+def _claim(run_dir: Path, saver: CheckpointSaver, resume: bool) -> None:
+    if not resume and (run_dir / "metrics.csv").exists():
+        raise AeclassError(f"--out {run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    # A process killed inside atomic_write leaves its temporary file; nobody else writes here while we hold the lock.
+    remove_stale_temporaries(run_dir, RUN_FILES)
+    remove_stale_temporaries(saver.dir, None)
+
+
+def _write_run_files(run: Run, run_dir: Path, resume: bool, allocator) -> None:
+    cfg = run.cfg
+    if resume:
+        run.log(f"resuming {run_dir} at phase {run.progress['phase_index']} epoch {run.progress['phase_epoch']}")
+        # last.pt is written before metrics.csv: a kill between the two leaves the csv an epoch short
+        _write_csv(run_dir / "metrics.csv", run.progress["history"], run.columns)
+    save_config(cfg, run_dir / "config.yaml")
+    atomic_write_json(run_dir / "run.json", _run_info(run, allocator))
+    n_val = 0 if run.data.val_x is None else int(run.data.val_x.shape[0])
+    procs = f", {run.dist.world} processes ({run.dist.backend})" if run.dist is not None else ""
+    run.log(f"run {run_dir}: {cfg.strategy} on {run.ds.name} {tuple(run.ds.image_shape)}, {run.data.n_labelled} labelled / "
+            f"{run.data.x.shape[0]} train images{f' ({n_val} held out to validate)' if n_val else ''}, model {cfg.model} "
+            f"({sum(p.numel() for p in run.model.parameters()):,} parameters), {run.device}{procs}")
 
 
 def _run_info(run: Run, allocator) -> dict:
@@ -204,6 +232,8 @@ def _run_info(run: Run, allocator) -> dict:
     return {
         "seed": cfg.seed, "versions": versions(), "device": str(run.device), "allocator": allocator,
         "threads": torch.get_num_threads(),
+        "processes": run.dist.world if run.dist is not None else 1,
+        "distributed_backend": run.dist.backend if run.dist is not None else None,
         "openmp_wait_policy": os.environ.get("AECLASS_WAIT_POLICY") or os.environ.get("OMP_WAIT_POLICY", "default"),
         "command": sys.argv, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": ds.summary(), "n_train": int(ds.train_x.shape[0]), "n_test": int(ds.test_x.shape[0]),

@@ -52,13 +52,13 @@ def neg_elbo(encode, decode, x: torch.Tensor, seed: int = 0) -> dict:
     return {"test_neg_elbo": (rec + kl) / n, "test_recon_nats": rec / n, "test_kl": kl / n}
 
 
-def run_aeclass(epochs: int, ds, precision: str = "fp32") -> dict:
+def run_aeclass(epochs: int, ds, precision: str = "fp32", seed: int = 0) -> dict:
     import aeclass
     with tempfile.TemporaryDirectory() as tmp:
         cfg = aeclass.TrainConfig(data="mnist", data_dir=str(shared_datasets()), strategy="vae", model="vae_mlp",
                                   model_kwargs={"code_dim": LATENT, "hidden": [HIDDEN]}, optimizer="adam", lr=LR,
                                   schedule="constant", batch_size=BATCH, epochs=epochs, augment="none", out=tmp,
-                                  report=False, precision=precision)
+                                  report=False, precision=precision, seed=seed)
         r = aeclass.train(cfg, dataset=ds, log=lambda *a: None, progress=False)
     model = r.model.eval()
     steps = ds.train_x.shape[0] // BATCH  # aeclass drops the ragged last batch
@@ -116,22 +116,26 @@ def markdown(res: dict) -> str:
              f"fp32 unless the name says bf16, {res['machine']['cpu_threads']} CPU thread(s). Commands: "
              + ", ".join(f"`{c}`" for c in res.get("commands", ["python benchmarks/vae_vs_pythae.py"])) + ". "
              "Test -ELBO: nats per image, one z per test image (fixed seed), both scored by the same function. "
-             "Other processes shared the 2 cores while this ran (the load average was 7 to 10), so the absolute "
-             "speeds are low; the implementations ran one after the other under about the same load.", "",
-             "| implementation | test -ELBO | recon | KL | train seconds (best) | images/s (best) |", "|---|---|---|---|---|---|"]
+             f"Round r seeds both implementations with r. Load average at the start: {res.get('load_at_start', 'not recorded')} "
+             "(above 0: other processes shared the 2 cores, and the speeds are low); the implementations took turns.", "",
+             "| implementation | test -ELBO (last) | recon | KL | -ELBO mean ± sd over runs | runs | train seconds (best) | "
+             "images/s (best) |", "|---|---|---|---|---|---|---|---|"]
     for name in [n for n in IMPLS if res["runs"].get(n)]:
         runs = res["runs"][name]
         best = min(runs, key=lambda r: r["seconds"])
         last = runs[-1]
+        e = torch.tensor([r["test_neg_elbo"] for r in runs], dtype=torch.float64)
+        sd = f"{float(e.std()):.2f}" if len(runs) > 1 else "-"
         lines.append(f"| {name} | {last['test_neg_elbo']:.2f} | {last['test_recon_nats']:.2f} | {last['test_kl']:.2f} | "
-                     f"{best['seconds']:.1f} | {best['images'] / best['seconds']:,.0f} |")
+                     f"{float(e.mean()):.2f} ± {sd} | {len(runs)} | {best['seconds']:.1f} | {best['images'] / best['seconds']:,.0f} |")
     lines.append("")
     p = min(res["runs"]["pythae"], key=lambda r: r["seconds"])
     for name in [n for n in IMPLS if n != "pythae" and res["runs"].get(n)]:
         a = min(res["runs"][name], key=lambda r: r["seconds"])
         speed = (a["images"] / a["seconds"]) / (p["images"] / p["seconds"])
-        better = res["runs"]["pythae"][-1]["test_neg_elbo"] - res["runs"][name][-1]["test_neg_elbo"]
-        lines.append(f"- {name}: {speed:.2f}x Pythae's images per second; test -ELBO {better:+.2f} nats against "
+        mean = lambda n: sum(r["test_neg_elbo"] for r in res["runs"][n]) / len(res["runs"][n])  # noqa: E731
+        better = mean("pythae") - mean(name)
+        lines.append(f"- {name}: {speed:.2f}x Pythae's images per second; mean test -ELBO {better:+.2f} nats against "
                      "Pythae's (positive: better).")
     lines.append("")
     return "\n".join(lines)
@@ -142,6 +146,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="", help="results file suffix, e.g. seeds: vae_vs_pythae-seeds.{json,md}")
     ap.add_argument("--impls", default="aeclass,pythae", help=f"comma-separated, of {', '.join(IMPLS)}; the others' "
                     "runs already in the JSON are kept")
     args = ap.parse_args()
@@ -149,15 +154,16 @@ def main():
     torch.set_num_threads(args.threads)
     from aeclass.data import load_dataset
     ds = load_dataset("mnist", str(shared_datasets()))
-    suffix = "" if args.epochs == EPOCHS else f"-{args.epochs}ep"
+    suffix = ("" if args.epochs == EPOCHS else f"-{args.epochs}ep") + (f"-{args.tag}" if args.tag else "")
     res = load_results(RESULTS / f"vae_vs_pythae{suffix}.json") or {"epochs": args.epochs, "runs": {}}
     res["machine"] = machine()
+    res["load_at_start"] = round(__import__("os").getloadavg()[0], 1)
     res.setdefault("commands", []).append(" ".join(["python", "benchmarks/vae_vs_pythae.py", *sys.argv[1:]]))
     res["runs"].update({n: [] for n in impls})
     for r in range(args.repeats):
         for name in (impls if r % 2 == 0 else impls[::-1]):
             torch.manual_seed(r)
-            out = run_pythae(args.epochs, ds) if name == "pythae" else run_aeclass(args.epochs, ds, IMPLS[name])
+            out = run_pythae(args.epochs, ds) if name == "pythae" else run_aeclass(args.epochs, ds, IMPLS[name], seed=r)
             res["runs"][name].append(out)
             print(name, {k: round(v, 3) for k, v in out.items()})
     save_results(RESULTS / f"vae_vs_pythae{suffix}.json", res)

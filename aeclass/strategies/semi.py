@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from ..data.augment import AugmentConfig, augment_batch
+from ..distributed import mean_over_ranks
 from ..errors import AeclassError, ConfigError
 from ..options import option
 from .base import Phase, Strategy, register_strategy
@@ -76,7 +77,7 @@ def align_distribution(probs: torch.Tensor, state: dict, momentum: float = 0.99)
     pulls the pseudo-labels back towards the prior. The prior is uniform: the labelled subset is drawn
     balanced, so its class counts carry no information about the true class frequencies.
     `state["p_model"]` holds the running mean (about the last 1/(1-momentum) batches)."""
-    mean = probs.mean(0)
+    mean = mean_over_ranks(probs.mean(0))  # under torchrun, the whole global batch's mean on every rank
     running = state.get("p_model")
     running = mean if running is None else momentum * running + (1 - momentum) * mean
     state["p_model"] = running
