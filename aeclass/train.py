@@ -111,7 +111,8 @@ def _prepare(cfg: TrainConfig, resume: bool, init: str | None, log, dataset) -> 
               {"head": False, "decoder": False}, log=log, resumed=resume)
     strategy.setup(run)  # before the model's data-set layers: a --teacher is loaded here, as it always was
     xf = ds.train_x.float().div_(255.0)  # in place: one float copy of the training set, not two
-    model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
+    if model.standardizes_input:
+        model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
     if not resume:  # a resumed run loads these weights from its checkpoint
         run.progress["elapsed"] = _init_from_data(model, cfg, xf, device)
     del xf

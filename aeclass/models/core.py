@@ -15,8 +15,11 @@ class AEClassifier(nn.Module):
 
     Inputs are float images in [0, 1]. The encoder sees them standardised with the per-channel mean/std
     held in buffers (set from the training data by `set_input_stats`), so checkpoints carry the
-    normalisation with the weights; the decoder reconstructs the raw [0, 1] image.
+    normalisation with the weights; the decoder reconstructs the raw [0, 1] image. A model whose
+    `standardizes_input` is False keeps mean 0 / std 1: training never sets them (see vae_mlp).
     """
+
+    standardizes_input = True
 
     def __init__(self, encoder: nn.Module, code_dim: int, input_shape, decoder: nn.Module | None = None,
                  num_classes: int | None = None, head: nn.Module | None = None):
