@@ -184,7 +184,8 @@ def _add_sweep(sub):
                        description="Train every strategy x label count x seed into SWEEP_DIR/runs/, with a "
                                    "LabelSpreading baseline, and write results.csv, summary.md and "
                                    "accuracy_vs_labels.png. Rerunning the same command resumes: finished cells are "
-                                   "read back, half-finished ones continue from their checkpoint. Options below "
+                                   "read back, half-finished ones continue from their checkpoint. On a cluster, one "
+                                   "job per --shard I/N, then one --collect. Options below "
                                    f"the preset/config: {', '.join(f'{k}={v}' for k, v in SWEEP_DEFAULTS.items())}.")
     p.add_argument("--data", help="digits | mnist | cifar10 | folder:PATH (default: the preset's, else digits)")
     p.add_argument("--data-dir", help="directory holding mnist/cifar10 files")
@@ -200,7 +201,12 @@ def _add_sweep(sub):
     p.add_argument("--config", help="YAML file of train options for every run")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--out", required=True, metavar="SWEEP_DIR", help="sweep directory (rerun to resume)")
+    p.add_argument("--out", metavar="SWEEP_DIR", help="sweep directory (rerun to resume); required, except with --collect")
+    p.add_argument("--shard", metavar="I/N", help="run only shard I of N (0 <= I < N): cell k of the grid when "
+                                                  "k %% N == I, into the same SWEEP_DIR; then --collect merges them")
+    p.add_argument("--collect", nargs="+", metavar="DIR", help="merge the finished cells of --shard runs in these "
+                   "sweep directories into results.csv, summary.md, plot and report (into --out, default the first "
+                   "DIR; the grid is the shards'); trains nothing")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="add the LabelSpreading-on-PCA baseline rows (default: yes)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
@@ -209,13 +215,28 @@ def _add_sweep(sub):
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .sweep import collect_sweep, parse_shard, run_sweep
     log = (lambda *a: None) if args.quiet else print
+    if args.collect:
+        if args.shard is not None:
+            raise AeclassError("sweep: --shard and --collect: a shard trains its cells, --collect only merges "
+                               "finished ones; give one of them")
+        result = collect_sweep(args.collect, out=args.out, report=not args.no_report, log=log)
+        print((result.sweep_dir / "summary.md").read_text(), end="")
+        return 0
+    if not args.out:
+        raise AeclassError("sweep: the following arguments are required: --out (see 'aeclass sweep --help')")
+    shard = parse_shard(args.shard)  # before the data are loaded: a bad --shard is a one-line error at once
     result = run_sweep(args.out, data=args.data, strategies=args.strategies, labels=args.labels, seeds=args.seeds,
                        epochs=args.epochs, preset=args.preset, config_file=args.config, data_dir=args.data_dir,
-                       baseline=args.baseline, report=not args.no_report, log=log,
+                       baseline=args.baseline, report=not args.no_report, shard=shard, log=log,
                        overrides={"threads": args.threads, "device": args.device, "image_size": args.image_size,
                                   "val": args.val, "unlabelled": args.unlabelled})
+    if shard is not None:  # said even with --quiet: the only output of a shard
+        i, n = shard
+        print(f"aeclass sweep --shard {i}/{n}: {len(result.rows)} cells in {result.part}; once all {n} shards have "
+              f"finished: aeclass sweep --collect {result.sweep_dir} (shards on separate disks: --collect DIR [DIR ...])")
+        return 0
     print((result.sweep_dir / "summary.md").read_text(), end="")
     return 0
 

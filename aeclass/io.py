@@ -65,16 +65,22 @@ class DirectoryLock:
     the kernel drops the lock when the holder exits, also when it is killed, so a crash never leaves a stale
     lock behind. The lock file itself stays: removing it would let a process that opened it just before lock
     an inode nobody else sees.
+
+    `shared=True` takes the lock shared: any number of shared holders (the shards of one sweep) coexist, and
+    exclude an exclusive holder (a whole sweep, or --collect). `name` is another lock file in the directory
+    (one shard's own lock), `busy` the message when it is held.
     """
 
-    def __init__(self, directory: Path, what: str = "--out"):
+    def __init__(self, directory: Path, what: str = "--out", name: str = ".lock", shared: bool = False,
+                 busy: str | None = None):
         self.dir, self.what, self._fd = Path(directory), what, None
+        self.name, self.shared, self.busy = name, shared, busy
 
     def __enter__(self) -> "DirectoryLock":
         import fcntl
 
         from .errors import AeclassError
-        path = self.dir / ".lock"
+        path = self.dir / self.name
         self.created = [d for d in (self.dir, *self.dir.parents) if not d.exists()]  # deepest first
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -82,10 +88,10 @@ class DirectoryLock:
         except OSError as e:
             raise AeclassError(f"{self.what} {self.dir}: cannot write there ({e.strerror or e})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise AeclassError(f"{self.what} {self.dir}: another aeclass process is using this directory "
+            raise AeclassError(self.busy or f"{self.what} {self.dir}: another aeclass process is using this directory "
                                f"(it holds {path}); wait for it to finish or choose another {self.what}") from None
         self._fd = fd
         return self
@@ -93,9 +99,9 @@ class DirectoryLock:
     def discard(self) -> None:
         """While still holding the lock: remove the lock file and the directories __enter__ created, if
         nothing else was written there (a run that failed before its first file leaves nothing behind)."""
-        if not self.created or os.listdir(self.dir) != [".lock"]:
+        if not self.created or os.listdir(self.dir) != [self.name]:
             return
-        os.unlink(self.dir / ".lock")
+        os.unlink(self.dir / self.name)
         for d in self.created:
             try:
                 d.rmdir()
