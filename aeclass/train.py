@@ -220,7 +220,10 @@ def _write_run_files(run: Run, run_dir: Path, resume: bool, allocator) -> None:
         # last.pt is written before metrics.csv: a kill between the two leaves the csv an epoch short
         _write_csv(run_dir / "metrics.csv", run.progress["history"], run.columns)
     save_config(cfg, run_dir / "config.yaml")
-    atomic_write_json(run_dir / "run.json", _run_info(run, allocator))
+    info = _run_info(run, allocator)
+    if resume:  # the run's own start and command stay; each resumption is added to the list
+        info = _with_first_start(run_dir / "run.json", info)
+    atomic_write_json(run_dir / "run.json", info)
     n_val = 0 if run.data.val_x is None else int(run.data.val_x.shape[0])
     procs = f", {run.dist.world} processes ({run.dist.backend})" if run.dist is not None else ""
     run.log(f"run {run_dir}: {cfg.strategy} on {run.ds.name} {tuple(run.ds.image_shape)}, {run.data.n_labelled} labelled / "
@@ -248,6 +251,19 @@ def _run_info(run: Run, allocator) -> dict:
         "trained": dict(run.trained),
         "phases": [{"name": p.name, "epochs": p.epochs, "images": p.images} for p in run.phases],
     }
+
+
+def _with_first_start(path: Path, info: dict) -> dict:
+    import json
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing or unreadable: this start is all there is to record
+        return info
+    if not isinstance(old, dict):
+        return info
+    resumed = [*old.get("resumed", []), {"started": info["started"], "command": info["command"]}]
+    return {**info, "started": old.get("started", info["started"]), "command": old.get("command", info["command"]),
+            "resumed": resumed}
 
 
 def _tensorboard(run_dir: Path):

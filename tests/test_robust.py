@@ -401,3 +401,27 @@ def test_the_wait_policy_check_sees_a_busy_neighbour():
         busy.kill()
         busy.wait()
     assert load >= cpu.BUSY_THRESHOLD  # a spinning process is about one core's worth
+
+
+def test_resuming_keeps_the_runs_own_start_and_command_in_run_json(tmp_path, interrupt_training):
+    import json
+
+    from aeclass import TrainConfig
+    cfg = TrainConfig(data="digits", labels=100, strategy="supervised", epochs=2, out=str(tmp_path / "r"), report=False)
+    interrupt_training.arm(1)
+    with pytest.raises(KeyboardInterrupt):
+        aeclass_train(cfg)
+    interrupt_training.disarm()
+    first = json.loads((tmp_path / "r" / "run.json").read_text())
+    time.sleep(1.1)  # run.json's times are to the second
+    aeclass_train(cfg, resume=True)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["started"] == first["started"] and info["command"] == first["command"]
+    assert len(info["resumed"]) == 1 and info["resumed"][0]["started"] > first["started"]
+
+
+def aeclass_train(cfg, resume=False):
+    import sys
+
+    import aeclass.train  # noqa: F401
+    return sys.modules["aeclass.train"].train(cfg, resume=resume, log=lambda *a: None, progress=False)
