@@ -241,6 +241,17 @@ def test_zip_entries(tmp_path_factory, entries):
     assert files_under(d) == before  # nothing extracted, nothing written beside it
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_a_zip_with_two_entries_of_one_name_is_refused_naming_it(tmp_path):
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for data in (SEEDS[0], SEEDS[1], SEEDS[0]):
+            zf.writestr("cat/x.png", data)
+        zf.writestr("dog/y.png", SEEDS[1])
+    with pytest.raises(DataError, match=r"two entries named 'cat/x.png'"):
+        folder.load_folder(path)
+
+
 def zip_with_lying_size(n: int, claimed: int) -> bytes:
     """A zip whose one entry inflates to n zero bytes but whose central directory claims `claimed`."""
     buf = io.BytesIO()

@@ -112,6 +112,10 @@ class _Zip:
                 raise DataError(f"folder: {path} has an entry with an absolute or '..' path ({name[:100]!r}); "
                                 "entries must be relative paths inside the archive")
             if not i.is_dir():
+                if name in self.infos:  # appended archives repeat names; which copy is the image is a guess
+                    self.zf.close()
+                    raise DataError(f"folder: {path} has two entries named {name[:100]!r}; entry names must be "
+                                    "unique (rebuild the zip rather than appending to it)")
                 self.infos[name] = i
         self.names, self.fingerprint = sorted(self.infos), ("zip", str(path), st.st_size, st.st_mtime_ns)
 
