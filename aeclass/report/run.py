@@ -171,6 +171,10 @@ def _fmt(v, spec: str = ".4g") -> str | None:
     return str(v)
 
 
+def _augment_of(f) -> str | None:
+    return f.info.get("augment") or f.config.get("augment")
+
+
 def _lines(v):
     """A dict (e.g. a dataset's source files) as 'key: value' lines; anything else unchanged."""
     if isinstance(v, dict):
@@ -226,6 +230,30 @@ class RunReport:
 
     # ---------------------------------------------------------------- sections
     def summary(self, loaded: Loaded | None) -> str:
+        f = self.files
+        cards = self._cards()
+        parts = [f'<div class="cards">{"".join(cards)}</div>' if cards else
+                 '<p class="note">No final metrics: metrics.json is missing (the run may not have '
+                 'finished). The curves below show the epochs recorded so far.</p>']
+        if not f.trains_head:
+            self.skipped.append(("Test accuracy, confusion matrix, misclassified images, saliency",
+                                 f"the classification head was not trained ({f.strategy} strategy)"))
+        run_rows, data_rows = self._run_rows(loaded), self._data_rows()
+        parts.append('<div class="grid">'
+                     f'<div><h3>Run</h3>{kv_table([r for r in run_rows if r[1] is not None])}</div>'
+                     f'<div><h3>Data</h3>{kv_table([r for r in data_rows if r[1] is not None])}</div></div>')
+        cfg = [(k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in f.config.items()]
+        if cfg:
+            third = math.ceil(len(cfg) / 3)
+            cols = "".join(f"<div>{kv_table(cfg[i:i + third])}</div>" for i in range(0, len(cfg), third))
+            parts.append(f'<h3>Configuration (config.yaml)</h3><div class="grid3">{cols}</div>')
+        if self.skipped:
+            items = "".join(f"<li><b>{esc(what)}</b>: {esc(why)}</li>" for what, why in self.skipped)
+            parts.append(f'<div class="note skipped">Not shown:<ul>{items}</ul></div>')
+        return "\n".join(parts)
+
+    def _cards(self) -> list[str]:
+        """The headline figures, only of the parts the run trained."""
         f, m = self.files, self.files.metrics
         cards = []
         if f.trains_head and m.get("test_accuracy") is not None:
@@ -241,58 +269,44 @@ class RunReport:
             cards.append(card("training time", f"{m['train_seconds']:.1f} s", "train_seconds", m["train_seconds"]))
         if m.get("epochs") is not None:
             cards.append(card("epochs", str(m["epochs"]), "epochs", m["epochs"]))
-        parts = []
-        if cards:
-            parts.append(f'<div class="cards">{"".join(cards)}</div>')
-        else:
-            parts.append('<p class="note">No final metrics: metrics.json is missing (the run may not have '
-                         'finished). The curves below show the epochs recorded so far.</p>')
-        if not f.trains_head:
-            self.skipped.append(("Test accuracy, confusion matrix, misclassified images, saliency",
-                                 f"the classification head was not trained ({f.strategy} strategy)"))
+        return cards
 
-        info, data = f.info, f.info.get("data") or {}
-        classes = f.classes
-        run_rows = [("strategy", f.strategy), ("model", f.get("model")),
-                    ("parameters", f"{info['parameters']:,}" if isinstance(info.get("parameters"), int) else None),
-                    ("seed", f.get("seed")), ("device", info.get("device")),
-                    ("phases", ", ".join(f"{p.get('name')} ({p.get('epochs')} epochs, {p.get('images')} images)"
-                                         for p in info.get("phases", [])) or None),
-                    ("best epoch", m.get("best_epoch")),
-                    ("model described", f"{m.get('checkpoint')} (selected by {m.get('selected_by')})"
-                     if m.get("checkpoint") else None),
-                    ("validation accuracy", f"{m['val_accuracy']:.4f}" if m.get("val_accuracy") is not None else None),
-                    ("checkpoint used for figures", loaded.checkpoint if loaded else None),
-                    ("started", info.get("started")),
-                    ("versions", ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items()
-                                           if k != "platform") or None)]
+    def _run_rows(self, loaded: Loaded | None) -> list[tuple]:
+        f, m, info = self.files, self.files.metrics, self.files.info
+        procs = info.get("processes")
+        return [("strategy", f.strategy), ("model", f.get("model")),
+                ("parameters", f"{info['parameters']:,}" if isinstance(info.get("parameters"), int) else None),
+                ("seed", f.get("seed")), ("device", info.get("device")),
+                ("processes", f"{procs} ({info.get('distributed_backend')})" if procs and procs > 1 else None),
+                ("phases", ", ".join(f"{p.get('name')} ({p.get('epochs')} epochs, {p.get('images')} images)"
+                                     for p in info.get("phases", [])) or None),
+                ("best epoch", m.get("best_epoch")),
+                ("model described", f"{m.get('checkpoint')} (selected by {m.get('selected_by')})"
+                 if m.get("checkpoint") else None),
+                ("validation accuracy", f"{m['val_accuracy']:.4f}" if m.get("val_accuracy") is not None else None),
+                ("checkpoint used for figures", loaded.checkpoint if loaded else None),
+                ("started", info.get("started")),
+                ("versions", ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items()
+                                       if k != "platform") or None)]
+
+    def _data_rows(self) -> list[tuple]:
+        f = self.files
+        data, classes = f.info.get("data") or {}, f.classes
         shape = data.get("image_shape")
-        data_rows = [("dataset", data.get("name") or f.get("data")),
-                     ("image shape (C, H, W)", " × ".join(map(str, shape)) if shape else None),
-                     ("train images", f.get("n_train") or data.get("train_size")),
-                     ("test images", f.get("n_test") or data.get("test_size")),
-                     ("labelled train images", f.get("n_labelled")),
-                     ("unlabelled train images", f.get("n_unlabelled")),
-                     ("of them given unlabelled", data.get("unlabelled") or None),
-                     ("unlabelled images from", data.get("unlabelled_source")),
-                     ("labels from", data.get("labels")),
-                     ("validation images (held out of the labels)", f.get("n_val") or None),
-                     ("classes", f"{len(classes)}: " + ", ".join(classes[:30]) + (" …" if len(classes) > 30 else "")
-                      if classes else None),
-                     ("augmentation", info.get("augment") or f.config.get("augment")),
-                     ("source", _lines(data.get("source"))), ("split", _lines(data.get("split")))]
-        parts.append('<div class="grid">'
-                     f'<div><h3>Run</h3>{kv_table([r for r in run_rows if r[1] is not None])}</div>'
-                     f'<div><h3>Data</h3>{kv_table([r for r in data_rows if r[1] is not None])}</div></div>')
-        cfg = [(k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in f.config.items()]
-        if cfg:
-            third = math.ceil(len(cfg) / 3)
-            cols = "".join(f"<div>{kv_table(cfg[i:i + third])}</div>" for i in range(0, len(cfg), third))
-            parts.append(f'<h3>Configuration (config.yaml)</h3><div class="grid3">{cols}</div>')
-        if self.skipped:
-            items = "".join(f"<li><b>{esc(what)}</b>: {esc(why)}</li>" for what, why in self.skipped)
-            parts.append(f'<div class="note skipped">Not shown:<ul>{items}</ul></div>')
-        return "\n".join(parts)
+        return [("dataset", data.get("name") or f.get("data")),
+                ("image shape (C, H, W)", " × ".join(map(str, shape)) if shape else None),
+                ("train images", f.get("n_train") or data.get("train_size")),
+                ("test images", f.get("n_test") or data.get("test_size")),
+                ("labelled train images", f.get("n_labelled")),
+                ("unlabelled train images", f.get("n_unlabelled")),
+                ("of them given unlabelled", data.get("unlabelled") or None),
+                ("unlabelled images from", data.get("unlabelled_source")),
+                ("labels from", data.get("labels")),
+                ("validation images (held out of the labels)", f.get("n_val") or None),
+                ("classes", f"{len(classes)}: " + ", ".join(classes[:30]) + (" …" if len(classes) > 30 else "")
+                 if classes else None),
+                ("augmentation", _augment_of(f)),
+                ("source", _lines(data.get("source"))), ("split", _lines(data.get("split")))]
 
     def curves(self):
         rows = self.files.rows
