@@ -16,7 +16,7 @@ The 2 CPU cores may have been shared with other processes while this ran.
 
     python benchmarks/rate_distortion.py                          # MNIST: benchmarks/results/rate_distortion-mnist.*
     python benchmarks/rate_distortion.py --data cifar --sizes 16,64,256 --conv-sizes 64,256 --epochs 3 \
-        --dense-epochs 10 --threads 1                             # CIFAR-10 (JPEG q75 variant): rate_distortion-cifar.*
+        --dense-epochs 5 --threads 1                              # CIFAR-10 (JPEG q75 variant): rate_distortion-cifar.*
 Finished runs under benchmarks/results/runs/rate-DATA/ are reused and interrupted ones resumed.
 """
 from __future__ import annotations
