@@ -12,8 +12,8 @@ pre-training), pre-trained on all 50,000 training images without labels by
 each for the same wall-clock budget (--pretrain-seconds): epochs = max(1, round(budget / s)), s the seconds of
 one epoch of that method, measured as the fastest of epochs 2-4 on a 3,840-image slice, scaled to 50,000
 (runs/pretrain-cifar/calibration.json keeps them, so a resumed benchmark reuses them). All pre-training:
-Adam lr 2e-3, cosine schedule, batch 128, no augmentation, seed 0. Every run: `--precision bf16` (on this
-machine's CPU 1.8x as fast as fp32 for this model at one thread). Then, with the labels of 4,000 training
+Adam lr 2e-3, cosine schedule, batch 128, no augmentation, seed 0. Every run: `--precision bf16` (bf16 autocast,
+as the fast presets train). Then, with the labels of 4,000 training
 images (balanced, drawn by seed 0), each encoder is judged by
 - linear probe: `--strategy linear-probe --init PRE/checkpoints/last.pt --epochs P` (encoder frozen, in eval mode;
   a linear head on the 128-unit code); for `none` the same phase on the initial encoder (`bench-random-probe`);
