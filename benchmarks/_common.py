@@ -42,6 +42,28 @@ def run_preset(preset: str, overrides: dict, run_dir: Path, log=None):
     return cfg, metrics, time.perf_counter() - t0
 
 
+def trained(preset: str | None, overrides: dict, run_dir: Path, init: str | None = None, log=None) -> dict:
+    """The metrics of the run in `run_dir`: kept when it finished (its metrics.json), resumed from its last
+    checkpoint when interrupted, else trained now (as run_preset, `init` as `aeclass train --init`)."""
+    import shutil
+
+    from aeclass import build_config, train
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        return json.loads((run_dir / "metrics.json").read_text())
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    over = {**with_data_paths(overrides), "out": str(run_dir), "data_dir": str(shared_datasets()), "report": False}
+    cfg = build_config(preset=preset, overrides=over)
+    return train(cfg, resume=resume, init=init, log=log or (lambda *a: None), progress=False).metrics
+
+
+def load_average() -> float:
+    """The 1-minute load average: how busy the shared cores were."""
+    return os.getloadavg()[0]
+
+
 def best_seconds(fn, reps: int) -> float:
     """The fastest of `reps` timed calls of fn(), after one untimed warm-up call (as timeit takes the minimum:
     slower calls measure the machine's other work, not the code)."""

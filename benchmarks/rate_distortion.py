@@ -3,7 +3,8 @@
 For each code size k (--sizes):
 - PCA: the top k principal components of the training images (scikit-learn), k float32 numbers per image;
 - dense AE: `aeclass train --preset fast-ae --model-opt code_dim=k --epochs E` (mlp_ae 784-k-784, PReLU code,
-  PCA start), its codes written by `aeclass encode` as float32 (4k bytes) and int8 (k bytes);
+  PCA start; on CIFAR-10 the same recipe with `--data folder:cifar10-jpeg.zip`, 3072-k-3072), its codes written
+  by `aeclass encode` as float32 (4k bytes) and int8 (k bytes);
 - conv AE: `aeclass train --data D --strategy autoencoder --model conv_ae --model-opt code_dim=k --epochs E
   --augment none --lr 2e-3 --batch-size 128`, codes as int8 (k bytes) and float16 (2k bytes);
 - JPEG (Pillow, 4:2:0 for colour) at qualities 5-95, bytes per image as the whole file and as its entropy-coded
@@ -14,19 +15,20 @@ need their per-dimension range once per file (8k bytes, shared by all images: no
 The 2 CPU cores may have been shared with other processes while this ran.
 
     python benchmarks/rate_distortion.py                          # MNIST: benchmarks/results/rate_distortion-mnist.*
-    python benchmarks/rate_distortion.py --data cifar --epochs 5  # CIFAR-10 (the JPEG-q75 zip)
+    python benchmarks/rate_distortion.py --data cifar --sizes 16,64,256 --conv-sizes 64,256 --epochs 3 \
+        --dense-epochs 5 --threads 1                              # CIFAR-10 (JPEG q75 variant): rate_distortion-cifar.*
 Finished runs under benchmarks/results/runs/rate-DATA/ are reused and interrupted ones resumed.
 """
 from __future__ import annotations
 
 import argparse
 import io
-import sys
 import math
+import sys
 
 import numpy as np
 import torch
-from _common import RESULTS, cifar_zip, machine, run_preset, save_results, shared_datasets
+from _common import RESULTS, cifar_zip, load_average, machine, save_results, shared_datasets, trained
 
 JPEG_QUALITIES = (5, 10, 20, 30, 50, 75, 90, 95)
 N_JPEG = 2000  # test images JPEG-coded (Pillow, one at a time)
@@ -81,19 +83,6 @@ def ae_rows(name: str, run_dir, dtypes, data: str) -> list[dict]:
     return rows
 
 
-def trained(preset: str | None, overrides: dict, run_dir) -> None:
-    """The run in `run_dir`: kept when finished (metrics.json), resumed from its last checkpoint when interrupted,
-    else trained (run_preset)."""
-    from aeclass import build_config, train
-    if (run_dir / "metrics.json").is_file():
-        return
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        over = {**overrides, "out": str(run_dir), "data_dir": str(shared_datasets()), "report": False}
-        train(build_config(preset=preset, overrides=over), resume=True, log=lambda *a: None, progress=False)
-        return
-    run_preset(preset, overrides, run_dir)
-
-
 def plot(rows: list[dict], path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -126,9 +115,11 @@ def main():
     ap.add_argument("--sizes", default="8,16,32,64")
     ap.add_argument("--conv-sizes", help="code sizes of the conv AEs (default: --sizes; they take longest)")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--dense-epochs", type=int, help="epochs of the dense AEs (default: --epochs; they are cheap)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = load_average()
     sizes = [int(s) for s in args.sizes.split(",")]
     conv_sizes = [int(s) for s in (args.conv_sizes or args.sizes).split(",")]
     if not set(conv_sizes) <= set(sizes):
@@ -140,11 +131,11 @@ def main():
     test = ds.test_x.flatten(1).numpy().astype(np.float32) / 255
     rows = pca_rows(train, test, sizes) + jpeg_rows(ds.test_x.numpy())
     runs = RESULTS / "runs" / f"rate-{args.data}"
+    dense_epochs = args.dense_epochs or args.epochs
     for k in sizes:
-        if args.data == "mnist":
-            trained("fast-ae", {"model_kwargs": {"code_dim": k, "code_act": "prelu"}, "epochs": args.epochs},
-                    runs / f"dense-{k}")
-            rows += ae_rows("dense AE", runs / f"dense-{k}", ("float32", "int8"), data)
+        trained("fast-ae", {"data": data, "model_kwargs": {"code_dim": k, "code_act": "prelu"}, "epochs": dense_epochs},
+                runs / f"dense-{k}")
+        rows += ae_rows("dense AE", runs / f"dense-{k}", ("float32", "int8"), data)
         if k not in conv_sizes:
             continue
         trained(None, {"data": data, "strategy": "autoencoder", "model": "conv_ae", "model_kwargs": {"code_dim": k},
@@ -153,13 +144,16 @@ def main():
         print(k, rows[-1])
     out = RESULTS / f"rate_distortion-{args.data}"
     command = " ".join(["python", "benchmarks/rate_distortion.py", *sys.argv[1:]])
+    load = [load_start, load_average()]
     save_results(out.with_suffix(".json"), {"command": command, "data": args.data, "epochs": args.epochs,
+                                            "dense_epochs": dense_epochs, "load_average_start_end": load,
                                             "machine": machine(), "rows": rows})
-    plot(rows, out.with_suffix(".png"), f"{args.data}: rate-distortion on the test set")
-    lines = [f"# Rate-distortion on {args.data}", "",
-             f"Command: `{command}` (AEs trained "
-             f"{args.epochs} epochs; JPEG on the first {N_JPEG} test images). Other processes may have shared the 2 "
-             "cores. Plot: rate_distortion-" + args.data + ".png.", "",
+    name = "CIFAR-10 (JPEG q75 variant)" if args.data == "cifar" else args.data
+    plot(rows, out.with_suffix(".png"), f"{name}: rate-distortion on the test set")
+    lines = [f"# Rate-distortion on {name}", "",
+             f"Command: `{command}` (conv AEs trained {args.epochs} epochs, dense AEs {dense_epochs}; JPEG on the "
+             f"first {N_JPEG} test images). Other processes shared the 2 cores (1-minute load average "
+             f"{load[0]:.1f} at the start, {load[1]:.1f} at the end). Plot: rate_distortion-{args.data}.png.", "",
              "| method | code | bytes/image | (JPEG: entropy-coded bytes) | test MSE | PSNR dB |", "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["method"], r["bytes"])):
         scan = f"{r['bytes_scan_only']:.0f}" if "bytes_scan_only" in r else ""

@@ -14,7 +14,7 @@ The VAEs: vae_mlp (784-512-(32)-512-784) and vae_conv (conv 32-64, code 32), eac
 --augment none` (the vae_vs_pythae recipe). The 2 CPU cores may have been shared with other processes.
 
     python benchmarks/vae_samples.py          # writes benchmarks/results/vae_samples.{json,md}
-    python benchmarks/vae_samples.py --models vae_mlp --threads 1
+    python benchmarks/vae_samples.py --models vae_mlp,vae_conv --threads 1
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import RESULTS, machine, save_results, shared_datasets
+from _common import RESULTS, load_average, machine, save_results, shared_datasets
 
 RUNS = RESULTS / "runs"
 VAES = {"vae_mlp": {"code_dim": 32, "hidden": [512]}, "vae_conv": {"code_dim": 32, "widths": [32, 64]}}
@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--models", default=",".join(VAES), help="comma-separated, of %(default)s")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = load_average()
     from aeclass.data import load_dataset
     from aeclass.generate import sample
     from aeclass.inference import load_model
@@ -71,6 +72,7 @@ def main():
         raise SystemExit(f"the judge reached {judge_metrics['test_accuracy']:.4f} < 0.993; not a fair judge")
     judge, _ = load_model(RUNS / "mnist-judge")
     res = {"judge_test_accuracy": judge_metrics["test_accuracy"], "n": N, "machine": machine(), "rows": {},
+           "load_average_start_end": [load_start, None],
            "command": " ".join(["python", "benchmarks/vae_samples.py", *sys.argv[1:]])}
     test = load_dataset("mnist", str(shared_datasets())).test_x.float() / 255
     res["rows"]["MNIST test images"] = judged(judge, test)
@@ -83,15 +85,19 @@ def main():
         res["rows"][f"{model} prior samples"] = {**judged(judge, x), "test_neg_elbo": m.get("test_neg_elbo"),
                                                  "train_seconds": m["train_seconds"]}
         print(model, res["rows"][f"{model} prior samples"])
+    res["load_average_start_end"][1] = load = load_average()
     save_results(RESULTS / "vae_samples.json", res)
     lines = ["# VAE sample quality on MNIST, judged by an aeclass classifier", "",
              f"Judge: `aeclass train --preset fast-mnist-long` ({res['judge_test_accuracy']:.2%} test accuracy). "
              f"{N:,} samples each; command: `{res['command']}`. FID is impossible here (no Inception "
-             "weights can be downloaded). Other processes may have shared the 2 cores.", "",
-             "| images | confidence | class entropy (nats; max 2.303) | score (1-10) | test -ELBO |", "|---|---|---|---|---|"]
+             "weights can be downloaded). Other processes shared the 2 cores (1-minute load average "
+             f"{load_start:.1f} at the start, {load:.1f} at the end).", "",
+             "| images | confidence | class entropy (nats; max 2.303) | score (1-10) | test -ELBO | train s |",
+             "|---|---|---|---|---|---|"]
     for name, r in res["rows"].items():
         elbo = f"{r['test_neg_elbo']:.2f}" if r.get("test_neg_elbo") else ""
-        lines.append(f"| {name} | {r['confidence']:.3f} | {r['class_entropy']:.3f} | {r['score']:.2f} | {elbo} |")
+        secs = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else ""
+        lines.append(f"| {name} | {r['confidence']:.3f} | {r['class_entropy']:.3f} | {r['score']:.2f} | {elbo} | {secs} |")
     (RESULTS / "vae_samples.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

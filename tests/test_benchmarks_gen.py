@@ -48,3 +48,44 @@ def test_jpeg_and_pca_rows():
     flat = imgs.reshape(20, -1).astype(np.float32) / 255
     pca = rd.pca_rows(flat, flat, [2, 19])
     assert pca[1]["mse"] < pca[0]["mse"] and pca[0]["bytes"] == 8
+
+
+
+@pytest.fixture
+def pc():
+    """benchmarks/pretrain_compare.py, its two benchmark-only strategies registered for the test only."""
+    pc = pytest.importorskip("pretrain_compare")
+    from aeclass.strategies import register_strategy, unregister_strategy
+    for s in (pc.MaePretrain, pc.RandomProbe):
+        register_strategy(s)
+    yield pc
+    for s in (pc.MaePretrain, pc.RandomProbe):
+        unregister_strategy(s.name)
+
+
+def test_pretrain_compare_strategies_keep_only_their_phase(pc):
+    """The benchmark's mae pre-training is mae's masked phase alone (no fine-tuning after it), and its random
+    baseline's probe is linear-probe's probe phase alone (frozen encoder, no pre-training before it)."""
+    from aeclass import build_config
+    from aeclass.models import create_model
+    from aeclass.strategies import create_strategy
+    model = create_model("hybrid", (3, 8, 8), 10)
+    mae = create_strategy(build_config(overrides={"strategy": "bench-mae-pretrain", "epochs": 3, "mask_ratio": 0.25}))
+    assert [(p.name, p.epochs, p.trains) for p in mae.phases(model)] == [("mae", 3, ("encoder", "decoder"))]
+    assert mae.requires() == {"decoder"} and mae.opts.mask_ratio == 0.25
+    [probe] = create_strategy(build_config(overrides={"strategy": "bench-random-probe", "epochs": 2})).phases(model)
+    assert (probe.name, probe.epochs, probe.trains, probe.frozen) == ("probe", 2, ("head",), ("encoder",))
+
+
+def test_hidden_patch_mse_scores_only_the_hidden_pixels(pc, tmp_path, monkeypatch):
+    """A model that returns its (masked) input is scored by the mean-filled patches' error alone."""
+    import aeclass.inference
+
+    class Echo(torch.nn.Module):
+        in_mean = torch.full((1, 1, 1, 1), 0.5)
+
+        def forward(self, x, classify=True):
+            return {"recon": x}
+    monkeypatch.setattr(aeclass.inference, "load_model", lambda path: (Echo(), {}))
+    x = torch.zeros(2000, 1, 8, 8, dtype=torch.uint8)  # black: a hidden pixel (0.5) errs by 0.25 squared, a shown one by 0
+    assert pc.hidden_patch_mse(tmp_path, x) == pytest.approx(0.25)
