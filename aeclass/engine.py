@@ -243,11 +243,14 @@ def train_one_epoch(run: Run, phase: Phase, data: TrainData, opt, step0: int, to
         with autocast(run.device, cfg.precision):
             losses = step_fn(model, batch)
         loss = losses["loss"]
-        if not (torch.isfinite(loss) if dist is None else distributed.all_finite(loss)):
+        if dist is None and not torch.isfinite(loss):
             raise TrainingDiverged(f"training diverged: loss is {float(loss)} in phase '{phase.name}' at step {step}; "
                                    f"try a lower --lr (now {cfg.lr})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if dist is not None and not distributed.all_finite(loss, model.parameters()):  # before the weights move
+            raise TrainingDiverged(f"training diverged: the loss or its gradients hold NaN/inf in phase '{phase.name}' "
+                                   f"at step {step} (loss {float(loss)} on rank {dist.rank}); try a lower --lr (now {cfg.lr})")
         opt.step()
         if run.ema is not None:
             run.ema.update(model)

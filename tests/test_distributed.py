@@ -133,3 +133,13 @@ def test_other_commands_refuse_to_run_as_n_copies(tmp_path):
                           str(tmp_path / "r")], env=e, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "torchrun --nproc_per_node=N" in out.stderr, out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_divergence_on_the_ranks_stops_them_all_at_the_same_step(tmp_path):
+    out = torchrun([*COMMON, "--strategy", "supervised", "--model", "mlp_ae", "--optimizer", "sgd", "--lr", "1e9",
+                    "--epochs", "3", "--out", str(tmp_path / "r")])
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("aeclass: error")]
+    assert len(lines) == 2 and all("training diverged" in ln for ln in lines), out.stderr
+    assert len({ln.split(" at step ")[1].split(" ")[0] for ln in lines}) == 1  # the same step on both ranks
+    assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists()  # nothing from a diverged epoch
