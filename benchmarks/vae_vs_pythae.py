@@ -33,7 +33,8 @@ from torch.nn import functional as F
 from _common import RESULTS, load_results, machine, save_results, shared_datasets
 
 EPOCHS, BATCH, LR, LATENT, HIDDEN = 10, 128, 1e-3, 32, 512
-IMPLS = {"aeclass": "fp32", "aeclass-bf16": "bf16", "pythae": None}  # name -> aeclass's --precision
+# name -> aeclass's --precision (and -fused: --fused-optimizer, torch's fused Adam kernel)
+IMPLS = {"aeclass": "fp32", "aeclass-bf16": "bf16", "aeclass-bf16-fused": "bf16", "pythae": None}
 
 
 @torch.no_grad()
@@ -52,13 +53,13 @@ def neg_elbo(encode, decode, x: torch.Tensor, seed: int = 0) -> dict:
     return {"test_neg_elbo": (rec + kl) / n, "test_recon_nats": rec / n, "test_kl": kl / n}
 
 
-def run_aeclass(epochs: int, ds, precision: str = "fp32", seed: int = 0) -> dict:
+def run_aeclass(epochs: int, ds, precision: str = "fp32", seed: int = 0, fused: bool = False) -> dict:
     import aeclass
     with tempfile.TemporaryDirectory() as tmp:
         cfg = aeclass.TrainConfig(data="mnist", data_dir=str(shared_datasets()), strategy="vae", model="vae_mlp",
                                   model_kwargs={"code_dim": LATENT, "hidden": [HIDDEN]}, optimizer="adam", lr=LR,
                                   schedule="constant", batch_size=BATCH, epochs=epochs, augment="none", out=tmp,
-                                  report=False, precision=precision, seed=seed)
+                                  report=False, precision=precision, seed=seed, fused_optimizer=fused)
         r = aeclass.train(cfg, dataset=ds, log=lambda *a: None, progress=False)
     model = r.model.eval()
     steps = ds.train_x.shape[0] // BATCH  # aeclass drops the ragged last batch
@@ -163,7 +164,8 @@ def main():
     for r in range(args.repeats):
         for name in (impls if r % 2 == 0 else impls[::-1]):
             torch.manual_seed(r)
-            out = run_pythae(args.epochs, ds) if name == "pythae" else run_aeclass(args.epochs, ds, IMPLS[name], seed=r)
+            out = run_pythae(args.epochs, ds) if name == "pythae" else run_aeclass(args.epochs, ds, IMPLS[name], seed=r,
+                                                                                fused=name.endswith("-fused"))
             res["runs"][name].append(out)
             print(name, {k: round(v, 3) for k, v in out.items()})
     save_results(RESULTS / f"vae_vs_pythae{suffix}.json", res)
