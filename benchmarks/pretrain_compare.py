@@ -4,8 +4,9 @@ fine-tuning), on CIFAR-10 (JPEG q75 variant) with 4,000 labels.
 One encoder, `hybrid`'s (conv 32-64-128 with BatchNorm, a dense ReLU code of 128; its conv decoder for the
 pre-training), pre-trained on all 50,000 training images without labels by
 - ae:        `aeclass train --strategy autoencoder`
-- mae:       `--strategy mae`'s pre-training phase (`--mask-ratio 0.5 --patch-size 4`, its defaults); `mae` always
-             fine-tunes after it, so this script registers `bench-mae-pretrain`, mae without that phase
+- mae:       `--strategy mae`'s pre-training phase (`--mask-ratio 0.5 --patch-size 4`, its defaults), through
+             `bench-mae-pretrain`, mae without its fine-tuning phase (as `--no-finetune` trains it; the
+             script's runs predate that option)
 - dae-gauss: `--strategy autoencoder --noise 0.2` (Gaussian noise, std 0.2)
 - dae-mask:  `--strategy autoencoder --noise 0.5 --noise-kind mask` (half of the pixels set to 0)
 - none:      no pre-training (the encoder as seed 0 initialises it: the start of the others)

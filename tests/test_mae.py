@@ -79,3 +79,16 @@ def test_mae_pretrains_then_finetunes_and_resumes(tmp_path, interrupt_training):
 def test_mae_refuses_a_dense_encoder(tmp_path):
     with pytest.raises(ConfigError, match="convolutional"):
         aeclass.train(_cfg(tmp_path, "dense", model="mlp_ae"), **QUIET)
+
+
+def test_mae_without_finetuning_stops_after_the_masked_pretraining(tmp_path):
+    pre = aeclass.train(_cfg(tmp_path, "pre", finetune=False), **QUIET)
+    rows = list(csv.DictReader(open(pre.run_dir / "metrics.csv")))
+    assert [r["phase"] for r in rows] == ["mae", "mae"]
+    assert pre.metrics["trained"] == {"head": False, "decoder": True} and pre.metrics["test_accuracy"] is None
+    # its encoder is what linear-probe --init takes
+    probe = aeclass.train(_cfg(tmp_path, "probe", strategy="linear-probe"), init=str(pre.run_dir / "checkpoints" / "last.pt"),
+                          **QUIET)
+    assert probe.metrics["trained"]["head"] and probe.metrics["test_accuracy"] is not None
+    with pytest.raises(ConfigError, match="nothing would train"):
+        aeclass.train(_cfg(tmp_path, "both", finetune=False), init=str(pre.run_dir / "checkpoints" / "last.pt"), **QUIET)

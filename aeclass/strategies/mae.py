@@ -27,6 +27,8 @@ class MaeOptions(PretrainOptions):
     mask_ratio: float = option(0.5, "fraction of the image's patches hidden from the encoder", low=0, high=1,
                                low_open=True, high_open=True)
     patch_size: int = option(4, "side of the square patches that are hidden or shown, in pixels", low=1)
+    finetune: bool = option(True, "after the masked pre-training, fine-tune encoder + head on the labels (--no-finetune: "
+                                  "pre-training only, e.g. for linear-probe --init)")
 
 
 def patch_mask(n: int, shape: tuple[int, int], patch: int, ratio: float, device=None) -> torch.Tensor:
@@ -59,8 +61,19 @@ class Mae(PretrainFinetune):
             raise ConfigError(f"--strategy mae masks image patches for a convolutional encoder; '{name}' has none "
                               "(try --model hybrid, conv_ae or resnet)")
 
+    def requires(self, pretrained=False):
+        return super().requires(pretrained) if self.opts.finetune else {"decoder"}
+
     def pretrain_phases(self, pretrained):
         return [dataclasses.replace(p, name="mae") for p in super().pretrain_phases(pretrained)]
+
+    def phases(self, model, pretrained=False):
+        if self.opts.finetune:
+            return super().phases(model, pretrained)
+        if pretrained:
+            raise ConfigError("--strategy mae --no-finetune with --init: nothing would train (the masked "
+                              "pre-training is what --init replaces)")
+        return self.pretrain_phases(pretrained)
 
     def reconstruct(self, model, batch):
         x = batch.x
