@@ -58,16 +58,21 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def _cgroup_cpu_quota() -> float | None:
     """CPUs' worth of time the cgroup may use (cgroup v2 cpu.max, else v1 cfs quota / period); None = no limit."""
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        quota, period = _read("/sys/fs/cgroup/cpu.max").split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota = int(open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read())
-        period = int(open("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read())
+        quota = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"))
+        period = int(_read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
         return None if quota <= 0 or period <= 0 else quota / period
     except (OSError, ValueError):
         return None
@@ -80,8 +85,10 @@ BUSY_THRESHOLD = 0.5        # other processes' CPU use, in cores, from which the
 def _busy_jiffies() -> tuple[int, int] | None:
     """(all CPUs' busy jiffies, this process's jiffies) from /proc; None where there is no /proc/stat."""
     try:
-        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
-        own = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
         busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
         return busy, int(own[11]) + int(own[12])  # utime + stime
     except (OSError, ValueError, IndexError):
