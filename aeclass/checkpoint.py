@@ -20,6 +20,7 @@ lowest training loss) is there to be named explicitly.
 """
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -160,7 +161,6 @@ def resolve(path: str | Path) -> Path:
 
 def _metrics_checkpoint(run_dir: Path) -> Path | None:
     try:
-        import json
         name = json.loads((run_dir / "metrics.json").read_text()).get("checkpoint")
     except (OSError, ValueError, AttributeError):
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import platform
 import sys
@@ -30,7 +31,7 @@ import torch
 
 from . import distributed
 from ._version import __version__
-from .checkpoint import CheckpointSaver, load_init_weights, restore
+from .checkpoint import CheckpointSaver, load_checkpoint, load_init_weights, restore
 from .config import TrainConfig, save_config, validate
 from .cpu import available_cpus, tune_allocator
 from .data import dataset_for
@@ -191,7 +192,6 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, init, log, prog
         distributed.barrier()
         return RunResult(run_dir, {}, run.final_model(), cfg)
     if run.selects_by_validation and saver.best.is_file():  # the model to use: the best on validation
-        from .checkpoint import load_checkpoint
         run.final_model().load_state_dict(load_checkpoint(saver.best)["model_state"])
     t_eval = time.perf_counter()
     metrics = final_metrics(run, run.test_metrics(final=True))
@@ -254,7 +254,6 @@ def _run_info(run: Run, allocator) -> dict:
 
 
 def _with_first_start(path: Path, info: dict) -> dict:
-    import json
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):  # missing or unreadable: this start is all there is to record
