@@ -127,6 +127,9 @@ def restore(run, ck: dict) -> dict | None:
 
 
 def _restore(run, ck: dict) -> dict | None:
+    spec, own = ck.get("model_spec") or {}, run.model.spec
+    if (spec.get("name"), spec.get("kwargs")) != (own["name"], own["kwargs"]) and spec.get("name") in run.strategy.switches_to():
+        run.replace_model(spec["name"], spec["kwargs"])  # written after a hand-over to a student of another model
     run.model.load_state_dict(ck.get("train_model_state", ck["model_state"]))
     if run.ema is not None:
         run.ema.model.load_state_dict(ck["model_state"])

@@ -149,6 +149,9 @@ class Run:
     build_model: Callable[[], AEClassifier]  # a fresh model of this run's spec (self-training restarts)
     trained: dict                 # {"head": bool, "decoder": bool}: the parts some phase trains
     ema: EMA | None = None
+    # make_model(name, kwargs): a new model for this run's data, on its device and set up from its images as the
+    # run's first model was (a self-training student of another architecture; see replace_model)
+    make_model: Callable[[str, dict], AEClassifier] | None = None
     log: Callable = print
     resumed: bool = False
     bars: bool = False            # tqdm progress bars (on a terminal)
@@ -158,6 +161,7 @@ class Run:
     dist: object = None           # aeclass.distributed.Context under torchrun, else None
     rank_gen: torch.Generator | None = None  # with dist: this rank's generator for the draws steps make
     rank_states: list | None = None  # with dist: every rank's random states, gathered for last.pt
+    fixed: set | None = None      # names of the model's parameters frozen by design (fixed_parameters)
     progress: dict = field(default_factory=lambda: {"phase_index": 0, "phase_epoch": 0, "step": 0, "history": [],
                                                      "best_loss": float("inf"), "elapsed": 0.0})
 
@@ -203,6 +207,37 @@ class Run:
         if self.ema is not None:
             self.ema.model.load_state_dict(self.model.state_dict())
             self.ema.updates = 0
+
+    def replace_model(self, name: str, kwargs: dict) -> None:
+        """Train another architecture from here on, from fresh weights drawn as restart_weights draws them
+        (seed + 1), with a weight average of its own; later checkpoints describe it (model_spec), so a
+        resumed run and `aeclass evaluate` rebuild it. The next phase's optimiser is built over it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + 1)
+            self.model = self.make_model(name, kwargs)
+        spec = self.model.spec
+        self.build_model = lambda: _from_spec(spec)
+        self.fixed = fixed_parameters(self.model)
+        self.ema = EMA(self.model, self.cfg.ema) if self.cfg.ema > 0 else None  # before compiling: it runs eager
+        if self.cfg.compile:
+            compile_parts(self.model)
+
+
+def compile_parts(model: AEClassifier) -> None:
+    """torch.compile the model's parts in place (Module.compile), so state_dict keys stay the eager model's."""
+    for part in (model.encoder, model.decoder, model.head):
+        if part is not None:
+            part.compile()
+
+
+def _from_spec(spec: dict) -> AEClassifier:
+    from .models import create_model
+    return create_model(spec["name"], spec["input_shape"], spec["num_classes"], **spec["kwargs"])
+
+
+def fixed_parameters(model: AEClassifier) -> set[str]:
+    """The names of the parameters a model is built frozen with (fastcnn's whitening stem): no phase trains them."""
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
 
 
 def restart_weights(model: AEClassifier, build: Callable[[], AEClassifier], seed: int) -> None:
@@ -290,14 +325,15 @@ def fit(run: Run, opt_state: dict | None = None) -> None:
     prog = run.progress
     if prog.get("stopped_early"):  # a finished run, resumed: nothing left to train
         return
-    trainable = [p for p in run.model.parameters() if p.requires_grad]
+    if run.fixed is None:
+        run.fixed = fixed_parameters(run.model)
     epoch_global = sum(p.epochs for p in run.phases[:prog["phase_index"]]) + prog["phase_epoch"]
     for pi in range(prog["phase_index"], len(run.phases)):
         phase = run.phases[pi]
-        for p in trainable:  # a phase may have frozen some; weights frozen by design (fastcnn's stem) stay so
-            p.requires_grad_(True)
         start_epoch = prog["phase_epoch"] if pi == prog["phase_index"] else 0
-        data = run.strategy.before_phase(run, pi, phase, start_epoch)
+        data = run.strategy.before_phase(run, pi, phase, start_epoch)  # it may replace the model (a student)
+        for name, p in run.model.named_parameters():  # a phase may have frozen some; those frozen by design stay so
+            p.requires_grad_(name not in run.fixed)
         opt = make_optimizer(phase_parameters(run.model, phase), run.cfg)
         if opt_state is not None and pi == prog["phase_index"]:
             opt.load_state_dict(opt_state)

@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,7 @@ from .data import dataset_for
 from .data.augment import augment_to_string
 from .data.train_data import TrainData
 from .device import memory_format_for, pick_device
-from .engine import EMA, Run, fit
+from .engine import EMA, Run, compile_parts, fit
 from .errors import AeclassError, ConfigError
 from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .models import AEClassifier, create_model
@@ -109,27 +110,39 @@ def _prepare(cfg: TrainConfig, resume: bool, init: str | None, log, dataset) -> 
     strategy.check(model, pretrained=bool(init))
     data = TrainData.build(ds, cfg, device)
     run = Run(cfg, ds, data, model, strategy, [], device, gen, lambda: build_model(cfg, ds),
-              {"head": False, "decoder": False}, log=log, resumed=resume)
+              {"head": False, "decoder": False}, log=log, resumed=resume,
+              make_model=lambda name, kwargs: _student_model(name, kwargs, cfg, ds, device))
     strategy.setup(run)  # before the model's data-set layers: a --teacher is loaded here, as it always was
-    xf = ds.train_x.float().div_(255.0)  # in place: one float copy of the training set, not two
-    if model.standardizes_input:
-        model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
-    if not resume:  # a resumed run loads these weights from its checkpoint
-        run.progress["elapsed"] = _init_from_data(model, cfg, xf, device)
-    del xf
-    if init:
-        load_init_weights(model, init)
-    run.model = model = model.to(memory_format=memory_format_for(model, cfg.memory_format))
+    # A resumed run loads the data-set layers' weights from its checkpoint.
+    model, run.progress["elapsed"] = _set_up(model, cfg, ds, device, from_data=not resume, init=init)
+    run.model = model
     run.phases = strategy.phases(model, pretrained=bool(init))
     run.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None  # copied before compiling: the average runs eager
-    if cfg.compile:  # in place (Module.compile), so state_dict keys stay those of the eager model
-        for part in (model.encoder, model.decoder, model.head):
-            if part is not None:
-                part.compile()
+    if cfg.compile:
+        compile_parts(model)
     # An untrained head's accuracy or an untrained decoder's error means nothing: report only what trained.
     run.trained = {"head": any("head" in p.trains for p in run.phases),
                    "decoder": any("decoder" in p.trains for p in run.phases) or (bool(init) and model.has_decoder)}
     return run
+
+
+def _student_model(name: str, kwargs: dict, cfg: TrainConfig, ds, device) -> AEClassifier:
+    """A model of another architecture for a self-training student (Run.replace_model), set up as a new one."""
+    model = create_model(name, ds.image_shape, ds.num_classes, **kwargs).to(device)
+    return _set_up(model, dataclasses.replace(cfg, pca_init=False), ds, device, from_data=True)[0]
+
+
+def _set_up(model: AEClassifier, cfg: TrainConfig, ds, device, from_data: bool, init: str | None = None):
+    """A new model made ready to train: input statistics, layers set from the data (when `from_data`), --init
+    weights, memory format; returns it and the seconds the data-set layers took (training time)."""
+    xf = ds.train_x.float().div_(255.0)  # in place: one float copy of the training set, not two
+    if model.standardizes_input:
+        model.set_input_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
+    seconds = _init_from_data(model, cfg, xf, device) if from_data else 0.0
+    del xf
+    if init:
+        load_init_weights(model, init)
+    return model.to(memory_format=memory_format_for(model, cfg.memory_format)), seconds
 
 
 def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, log=print, progress: bool = True,

@@ -118,3 +118,44 @@ def test_the_denoising_costs_beat_the_same_network_without_them_on_digits(tmp_pa
 
     gains = [accuracy(1.0, s) - accuracy(0.0, s) for s in (0, 1, 2)]
     assert sum(gains) / 3 >= margin, gains
+
+
+# --- self-training students of another architecture (the MNIST-100 recipe in one run) -------------------------
+STUDENTS = dict(epochs=2, student_epochs=2, student_model="hybrid", student_noise=0.2, ema=0.99, threads=1,
+                confidence=0.5)  # a 2-epoch Ladder on digits is rarely 95 % sure
+
+
+def test_a_ladder_teaches_a_convolutional_student_in_one_run(tmp_path):
+    from aeclass.inference import load_model
+    r = train(tiny(tmp_path, **STUDENTS), **QUIET)
+    m = json.loads((r.run_dir / "metrics.json").read_text())
+    rows = list(csv.DictReader(open(r.run_dir / "metrics.csv")))
+    assert [row["phase"] for row in rows] == ["ladder", "ladder", "student", "student"]
+    assert m["student_pseudo_labels"] > 0 and 0.3 < m["teacher_test_accuracy"] <= 1
+    assert len(m["self_training_rounds"]) == 1
+    model, ck = load_model(r.run_dir, "cpu")  # the checkpoint describes the student, not the Ladder
+    assert ck["model_spec"]["name"] == "hybrid" and type(model).__name__ != "LadderNet"
+    assert r.model.spec["name"] == "hybrid" and m["test_recon_mse"] is not None
+
+
+@pytest.mark.parametrize("after", [2, 3])  # at the hand-over (the last Ladder epoch), inside the student phase
+def test_ladder_students_resume_exactly_across_the_hand_over(tmp_path, interrupt_training, after):
+    ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **STUDENTS), **QUIET)
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, out=str(tmp_path / "cut"), **STUDENTS), after)
+    assert resumed.model.spec["name"] == "hybrid"
+    assert_same_weights(ref.model, resumed.model)
+    for key in ("teacher_test_accuracy", "student_pseudo_labels", "test_accuracy", "test_recon_mse"):
+        assert ref.metrics[key] == resumed.metrics[key], key
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"student_epochs": 2}, "the students are another model; give --student-model"),
+    ({"student_epochs": 2, "student_model": "ladder"}, "the students are another model"),
+    ({"student_epochs": 2, "student_model": "hybird"}, "--student-model: expected one of .*did you mean 'hybrid'"),
+    ({"student_epochs": 2, "student_model": "fastcnn"}, "--student-model fastcnn has no decoder"),
+    ({"student_epochs": 2, "student_model": "hybrid", "student_noise": -1}, "student-noise"),
+])
+def test_ladder_student_options_are_checked_before_anything_trains(tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        train(tiny(tmp_path, **bad), **QUIET)
+    assert not (tmp_path / "run").exists()

@@ -358,3 +358,47 @@ def test_bad_teacher_fails_before_anything_is_written(tmp_path, capsys, one_thre
     with pytest.raises(ConfigError, match="--student-epochs"):
         from aeclass.config import validate
         validate({**tiny(tmp_path).__dict__, "teacher": str(ae.run_dir)})
+
+
+# --- the photo recipe's parts: RandAugment views, a weak pass without gradient, fastcnn's decoder ----------------
+PHOTO = dict(model="fastcnn", model_kwargs={"decoder": True}, channels=3, strong_augment="randaugment",
+             weak_no_grad=True, dist_align=True, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True)
+
+
+def test_the_photo_options_train_end_to_end_and_resume_exactly(tmp_path, interrupt_training, one_thread):
+    ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **PHOTO), **QUIET)
+    rows = list(csv.DictReader(open(ref.run_dir / "metrics.csv")))
+    assert all(float(r["train_recon"]) > 0 and float(r["train_pseudo"]) >= 0 for r in rows)
+    assert ref.metrics["test_recon_mse"] is not None and ref.metrics["test_accuracy"] > 0.3
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, out=str(tmp_path / "cut"), **PHOTO), 1)
+    assert_same_weights(ref.model, resumed.model)
+
+
+def test_a_weak_pass_without_gradient_gives_the_same_targets(one_thread):
+    """--weak-no-grad changes where the unlabelled weak views are computed, not what the loss is: with a model
+    without BatchNorm (whose batch statistics would see the rows apart) the loss and its gradients agree."""
+    from aeclass.config import validate
+    from aeclass.models import create_model
+    from aeclass.strategies import Batch, create_strategy
+    torch.manual_seed(0)
+    model = create_model("hybrid", (1, 8, 8), 10, bn=False)
+    x, y = torch.rand(24, 1, 8, 8), torch.tensor([3, 1, 4, 1] + [-1] * 20)
+    grads, losses = [], []
+    for no_grad in (False, True):
+        s = create_strategy(validate(TrainConfig(strategy="semi", weak_no_grad=no_grad, confidence=0.0, noise=0.1)))
+        model.zero_grad()
+        torch.manual_seed(2)  # the same input noise (the global RNG) both times
+        out = s.step(model, Batch(x, y, torch.Generator().manual_seed(1), epoch=10.0))
+        out["loss"].backward()
+        losses.append(float(out["loss"]))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_a_bad_strong_augment_is_one_line(tmp_path, capsys):
+    assert main(["train", "--strategy", "semi", "--strong-augment", "randaugmnet", "--out", str(tmp_path / "x"),
+                 "--no-report"]) != 0
+    err = capsys.readouterr().err
+    assert "--strong-augment" in err and "randaugment" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -64,6 +64,7 @@ class WhitenedConvEncoder(nn.Module):
         self.whiten = nn.Conv2d(c, 2 * c * patch * patch, patch)
         self.whiten.weight.requires_grad_(False)  # set by data_init_, never trained
         groups, cin = [], self.whiten.out_channels
+        self.stage_sizes = [(h, w)]  # for a decoder (layers.ConvDecoder): the input, then each group's output but the last
         h, w = h - patch + 1, w - patch + 1
         for width in widths:
             # Pools round down (CIFAR: 31 -> 15 -> 7 -> 3, as airbench94); a map already down to one pixel
@@ -72,6 +73,9 @@ class WhitenedConvEncoder(nn.Module):
             groups.append(ConvGroup(cin, width, bn_momentum, ceil))
             h, w = (-(-h // 2), -(-w // 2)) if ceil else (h // 2, w // 2)
             cin = width
+            self.stage_sizes.append((h, w))
+        self.stage_sizes.pop()
+        self.feature_shape = (cin, h, w)  # the last group's map, which the max-pool reduces to the code
         self.groups = nn.Sequential(*groups)
         self.code_dim = cin
 

@@ -70,16 +70,20 @@ def resnet(input_shape, num_classes=None, widths: tuple[int, ...] = (32, 64, 128
 
 @register_model
 def fastcnn(input_shape, num_classes=None, widths: tuple[int, ...] = (64, 256, 256), temperature: float = 9.0,
-            bn_momentum: float = 0.4):
+            bn_momentum: float = 0.4, decoder: bool = False, decoder_widths: tuple[int, ...] = (32, 64, 128)):
     """A fast CIFAR-10 classifier on the design of airbench94 (see aeclass/models/fastcnn.py): a frozen
     2x2 patch-whitening stem set from the data, three conv-pool-BN-GELU groups, a global max-pool code and a
-    bias-free linear head whose logits are divided by `temperature`. No decoder; about 1.97 M parameters."""
+    bias-free linear head whose logits are divided by `temperature`; about 1.97 M parameters. decoder=true
+    adds a light convolutional decoder from the code (`hybrid`'s kind, stages of decoder_widths[:-1] reversed
+    and half the first: 64, 32, 16 channels by default; about 0.76 M parameters, 16 M multiply-adds per
+    32x32 image, a tenth of the encoder's), for the strategies' reconstruction terms."""
     try:
         enc = WhitenedConvEncoder(input_shape, tuple(int(w) for w in widths), bn_momentum=bn_momentum)
     except ValueError as e:
         raise ConfigError(f"--model fastcnn: {e}") from None
     head = nn.Sequential(nn.Linear(enc.code_dim, num_classes, bias=False), Scaled(1.0 / temperature)) if num_classes else None
-    return AEClassifier(enc, enc.code_dim, input_shape, num_classes=num_classes, head=head)
+    dec = ConvDecoder(enc, input_shape[0], tuple(int(w) for w in decoder_widths), enc.code_dim) if decoder else None
+    return AEClassifier(enc, enc.code_dim, input_shape, decoder=dec, num_classes=num_classes, head=head)
 
 
 @register_model

@@ -133,6 +133,11 @@ class Strategy:
     def setup(self, run) -> None:
         """Once, before training or resuming (run: aeclass.engine.Run): load what the strategy needs."""
 
+    def switches_to(self) -> set[str]:
+        """Models a run may change to between phases (run.replace_model), e.g. a self-training student of another
+        architecture: a checkpoint of one of them resumes into it."""
+        return set()
+
     def before_phase(self, run, index: int, phase: Phase, start_epoch: int):
         """Before phase `index` starts (start_epoch 0) or resumes: the TrainData it trains on."""
         return run.data

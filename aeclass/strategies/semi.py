@@ -10,48 +10,49 @@ self-training students (Noisy Student) on the teacher's confident pseudo-labels.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from ..data.augment import AugmentConfig, augment_batch
+from ..data.randaugment import cut_out, rand_augment
 from ..distributed import mean_over_ranks
-from ..errors import AeclassError, ConfigError
+from ..errors import ConfigError
 from ..options import option
 from .base import Phase, Strategy, register_strategy
-from .losses import classification, corrupt, joint_step, reconstruction_loss, supervised_step
+from .losses import classification, corrupt, reconstruction_loss
+from .students import SelfTraining, StudentOptions, confident_labels, load_teacher, unsmoothed_confidence  # noqa: F401
 
 
 @dataclass
-class SemiOptions:
+class SemiOptions(StudentOptions):  # the students' options (aeclass/strategies/students.py) come first
     unlabelled_weight: float = option(1.0, "weight of the pseudo-label loss on unlabelled images (after ramp-up)", low=0)
-    confidence: float = option(0.95, "top-class probability needed for a pseudo-label", low=0, high=1)
     rampup_epochs: float = option(5.0, "epochs over which the unlabelled weight ramps up from ~0 (0 = none)", low=0)
     dist_align: bool = option(False, "align the pseudo-labels' class distribution to balanced classes")
     ema_teacher: bool = option(False, "pseudo-labels from the EMA of the weights, a mean teacher (needs --ema)")
     strong_labelled: bool = option(False, "also train the labelled images' strong views on their labels")
-    student_epochs: int = option(0, "then train fresh weights for N epochs on the confident pseudo-labels of all "
-                                    "images (0 = off)", low=0)
-    student_rounds: int = option(1, "self-training rounds, each student teaching the next", low=1)
-    student_smoothing: float = option(0.1, "label smoothing of the students' cross-entropy", low=0, high=1,
-                                      high_open=True)
-    student_augment: str | None = option(None, "the students' augmentation, as --augment (default: the run's)")
-    teacher: str | None = option(None, "a finished run (directory or .pt) labels the images for the first student "
-                                       "instead of this run's semi phase, which is skipped")
+    strong_augment: str = option("cutout", "the strong view: 'cutout' (a shift, a rotation up to 15 degrees, "
+                                 "greyscale, a cut-out) or 'randaugment' (two RandAugment operations, a cut-out)",
+                                 choices=("cutout", "randaugment"))
+    weak_no_grad: bool = option(False, "the unlabelled images' weak views in a pass of their own, without gradient: "
+                                       "less work per step (their BatchNorm statistics are then their own)")
 
 
-def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def strong_view(x: torch.Tensor, gen: torch.Generator, cutout: bool = True) -> torch.Tensor:
     """FixMatch-style strong augmentation on top of a (weakly augmented) float batch: a shift of up to
-    max(1, side/16) pixels, a rotation of up to 15 degrees, greyscale with p=0.2 (RGB), then one cutout
-    square of about 3/8 of the side per image (zeroed, at a random position). Noise is added by the caller."""
-    n, c, h, w = x.shape
-    side = min(h, w)
+    max(1, side/16) pixels, a rotation of up to 15 degrees, greyscale with p=0.2 (RGB), then (with `cutout`)
+    one cut-out square of about 3/8 of the side per image (strong_cutout). Noise is added by the caller."""
+    c, side = x.shape[1], min(x.shape[2:])
     x = augment_batch(x, AugmentConfig(crop_padding=max(1, side // 16), rotation=15.0,
                                        greyscale=0.2 if c == 3 else 0.0), gen)
-    k = max(1, round(side * 3 / 8))
+    return strong_cutout(x, gen) if cutout else x
+
+
+def strong_cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One square of about 3/8 of the side per image, zeroed, at a random position (it may overhang)."""
+    n, c, h, w = x.shape
+    k = max(1, round(min(h, w) * 3 / 8))
     oy = torch.randint(-(k // 2), h - k // 2, (n, 1, 1, 1), generator=gen).to(x.device)
     ox = torch.randint(-(k // 2), w - k // 2, (n, 1, 1, 1), generator=gen).to(x.device)
     rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
@@ -85,54 +86,8 @@ def align_distribution(probs: torch.Tensor, state: dict, momentum: float = 0.99)
     return aligned / aligned.sum(1, keepdim=True)
 
 
-def unsmoothed_confidence(p_max: torch.Tensor, smoothing: float, classes: int) -> torch.Tensor:
-    """A top-class probability mapped back through label smoothing: a model trained with smoothing e on K
-    classes is at best 1 - e + e/K sure (0.91 for 0.1 and 10 classes), which a confidence threshold such as
-    0.95 would never pass; (p - e/K) / (1 - e) puts that ceiling back at 1."""
-    return (p_max - smoothing / classes) / (1 - smoothing) if smoothing else p_max
-
-
-@torch.no_grad()
-def confident_labels(model, data, cfg, smoothing: float = 0.0, batch_size: int = 1024,
-                     confidence: float | None = None) -> torch.Tensor:
-    """Self-training targets for every training image: the model's class where its top probability (with
-    the run's test-time views, cfg.tta_flip / cfg.tta_shift) reaches `confidence` (default: the config's
-    semi option), -1 (unlabelled)
-    elsewhere, and the real label wherever there is one. `smoothing` is the label smoothing the model was
-    trained with: its top probability is mapped back through it first (unsmoothed_confidence); without that a
-    second self-training round on MNIST passed 595 of 59,900 images and the student fell to 6.5 % error."""
-    from ..evaluation import scored_batches
-    confidence = cfg.confidence if confidence is None else confidence
-    labels = []
-    for _, _, out in scored_batches(model, data.x, cfg.precision, cfg.memory_format, cfg.tta_flip, cfg.tta_shift,
-                                    batch_size, decode=False):
-        conf, pred = out["logits"].float().softmax(1).max(1)
-        conf = unsmoothed_confidence(conf, smoothing, out["logits"].shape[1])
-        labels.append(torch.where(conf >= confidence, pred, torch.full_like(pred, -1)))
-    labels = torch.cat(labels)
-    labels[data.labelled] = data.y[data.labelled]
-    return labels
-
-
-def load_teacher(path: str, ds, device: torch.device):
-    """Another run's final model as the first self-training teacher (--teacher), checked against this
-    dataset, and the label smoothing its classifier learned with. A run directory gives its last.pt."""
-    from ..checkpoint import final_label_smoothing
-    from ..inference import load_model
-    try:
-        model, ck = load_model(Path(path), str(device))
-    except AeclassError as e:
-        raise ConfigError(f"--teacher {path}: {e}") from None
-    if not (model.has_head and ck.get("trained", {}).get("head", True)):
-        raise ConfigError(f"--teacher {path}: that model has no trained classification head to label images with")
-    if list(ck["image_shape"]) != list(ds.image_shape) or list(ck["classes"]) != list(ds.classes):
-        raise ConfigError(f"--teacher {path}: trained on {tuple(ck['image_shape'])} images of classes {ck['classes'][:4]}..., "
-                          f"not this dataset's {tuple(ds.image_shape)} / {list(ds.classes)[:4]}...")
-    return model, final_label_smoothing(ck)
-
-
 @register_strategy
-class Semi(Strategy):
+class Semi(SelfTraining, Strategy):
     name = "semi"
     summary = ("CE(labelled, weak) + lambda * denoising recon(all, strong) + FixMatch pseudo-label CE(unlabelled); "
                "optional self-training students")
@@ -143,8 +98,7 @@ class Semi(Strategy):
     def check_options(cls, o, cfg):
         if o.ema_teacher and not cfg.ema:
             raise ConfigError("--ema-teacher needs a weight average to teach with: give --ema, e.g. 0.999")
-        if o.teacher is not None and not o.student_epochs:
-            raise ConfigError("--teacher: its labels train this run's students; give --student-epochs N")
+        cls.check_student_options(o, cfg)
 
     def requires(self, pretrained=False):
         return {"head", "decoder"} if self.cfg.recon_weight > 0 else {"head"}
@@ -154,68 +108,18 @@ class Semi(Strategy):
         trains = ("encoder", "decoder", "head") if self.cfg.recon_weight > 0 else ("encoder", "head")
         # With --teacher another run's model is the first teacher and this run only trains students.
         phases = [] if o.teacher else [Phase("semi", self.cfg.epochs, self.step, "all", mix_labelled=True, trains=trains)]
-        # Noisy Student / self-training (Xie et al., 2020): a fresh model learns the teacher's confident
-        # pseudo-labels of all images from the start, with the article's joint loss (CE + denoising
-        # reconstruction), so early pseudo-label mistakes that the teacher kept reinforcing are not built
-        # into the student's features. Images below the confidence stay unlabelled (recon only).
-        phases += [Phase("student" if r == 0 else f"student{r + 1}", o.student_epochs, self.student_step, "all",
-                         trains=trains) for r in range(o.student_rounds if o.student_epochs else 0)]
-        return phases
-
-    @staticmethod
-    def is_student(phase: Phase) -> bool:
-        return phase.name.startswith("student")
+        return phases + self.student_phases(trains)
 
     ema_model = None  # the mean teacher (--ema-teacher): the run's weight average, set before each phase
 
     def setup(self, run) -> None:
-        o = self.opts
-        if o.student_epochs:
-            run.data.relabelled(run.data.y, o.student_augment)  # a bad --student-augment fails now, not after the teacher
-        # A resumed run has the teacher's labels in its checkpoint already (a student's relabelling comes
-        # before its first epoch, and checkpoints are written after epochs).
-        self.teacher = load_teacher(o.teacher, run.ds, run.device) if o.teacher and not run.resumed else None
+        self.setup_students(run)
 
     def before_phase(self, run, index, phase, start_epoch):
         self.ema_model = run.ema.model if (self.opts.ema_teacher and run.ema is not None) else None
         if not self.is_student(phase):
             return run.data
-        o, data = self.opts, run.data
-        if start_epoch == 0:
-            self._relabel(run, index)
-        phase_data = data.relabelled(self.state["student_labels"], o.student_augment)
-        self.state["student_pseudo_labels"] = phase_data.n_labelled - data.n_labelled
-        run.log(f"{phase.name}: the teacher labels {self.state['student_pseudo_labels']} of "
-                f"{data.x.shape[0] - data.n_labelled} unlabelled images at confidence >= {o.confidence}; "
-                "training fresh weights on them")
-        return phase_data
-
-    def _relabel(self, run, index: int) -> None:
-        """The teacher (another run's model for the first student with --teacher, else the model trained so
-        far: its weight average with --ema) labels every image; then the model restarts from fresh weights."""
-        t0 = time.perf_counter()
-        if index == 0 and self.teacher is not None:
-            teacher, smoothing = self.teacher
-        else:  # the semi phase learned with --label-smoothing, students with --student-smoothing
-            teacher = run.final_model()
-            smoothing = self.opts.student_smoothing if index > 0 and self.is_student(run.phases[index - 1]) \
-                else self.cfg.label_smoothing
-        self.state["student_labels"] = confident_labels(teacher, run.data, self.cfg, smoothing,
-                                                        confidence=self.opts.confidence)
-        run.add_training_time(time.perf_counter() - t0)  # part of making the model: training time
-        accuracy = run.test_metrics(final=True, of=teacher).get("accuracy")
-        self.teacher = teacher = None  # not needed again: free its memory
-        self.state.setdefault("teacher_test_accuracy", accuracy)  # the first teacher's, in metrics.json
-        self.state.setdefault("rounds", []).append({  # every round's teacher, for metrics.json
-            "teacher_test_accuracy": accuracy,
-            "pseudo_labels": int((self.state["student_labels"] >= 0).sum()) - run.data.n_labelled})
-        run.log(f"{run.phases[index].name}: the teacher's test accuracy is {accuracy:.4f}")
-        run.restart_weights()
-
-    def student_step(self, model, batch):
-        # The student's cross-entropy is on pseudo-labels, about 1 % of them wrong on MNIST-100: smoothed.
-        step = joint_step if self.cfg.recon_weight > 0 else supervised_step
-        return step(model, batch, self.cfg, smoothing=self.opts.student_smoothing)
+        return self.before_student_phase(run, index, phase, start_epoch)
 
     def step(self, model, batch):
         """One forward pass over [weak views; strong views]. Labelled rows: cross-entropy on the weak view.
@@ -223,28 +127,43 @@ class Semi(Strategy):
         class is the target of the strong view's cross-entropy (averaged over all unlabelled rows, so few
         confident rows weigh little), weighted by --unlabelled-weight times a ramp-up; with --dist-align the
         weak predictions are aligned to balanced classes first, with --ema-teacher they come from the EMA of
-        the weights. Every row: the decoder reconstructs the clean geometric strong view from the code of its
-        cut-out + noisy (--noise) version, weighted by --recon-weight (0 switches the decoder off)."""
+        the weights. Every row: the decoder reconstructs the strong view from the code of its noisy (--noise)
+        version, weighted by --recon-weight (0 switches the decoder off); with --strong-augment randaugment
+        the target is the view before its cut-out, so the decoder also fills the hole in. With --weak-no-grad
+        the unlabelled weak views go through a pass of their own, without gradient (their logits are only
+        targets), and the gradient pass holds the labelled weak views only."""
         cfg, o = self.cfg, self.opts
         gen = batch.gen if batch.gen is not None else torch.default_generator
-        n = batch.x.shape[0]
-        geo = strong_view(batch.x, gen)
-        code = model.encode(torch.cat([batch.x, corrupt(geo, cfg.noise, cfg.noise_kind)]))
+        if o.strong_augment == "randaugment":  # the decoder fills the cut-out in: a masked reconstruction
+            target = rand_augment(batch.x, gen, cutout=False)
+            strong = cut_out(target, gen)
+        else:  # the decoder reconstructs the cut-out view itself, hole included: a denoising one
+            strong = target = strong_view(batch.x, gen)
+        labelled = batch.y >= 0
+        weak = batch.x[labelled] if o.weak_no_grad else batch.x
+        code = model.encode(torch.cat([weak, corrupt(strong, cfg.noise, cfg.noise_kind)]))
         logits = model.classify(code).float()
-        weak_logits, strong_logits = logits[:n], logits[n:]
-        parts = classification(weak_logits, batch.y, cfg.label_smoothing)
+        weak_logits, strong_logits = logits[:weak.shape[0]], logits[weak.shape[0]:]
+        y_weak = batch.y[labelled] if o.weak_no_grad else batch.y
+        parts = classification(weak_logits, y_weak, cfg.label_smoothing)
         if o.strong_labelled:  # the labelled images' strong views are in the batch already: use their labels too
             parts["ce"] = (parts["ce"] + classification(strong_logits, batch.y, cfg.label_smoothing)["ce"]) / 2
-        pl, confident = self._pseudo_label_loss(batch, weak_logits, strong_logits, logits)
+        if o.weak_no_grad and self.ema_model is None and bool((~labelled).any()):
+            with torch.no_grad():
+                unl_logits = model(batch.x[~labelled], decode=False)["logits"].float()
+        else:
+            unl_logits = None if o.weak_no_grad else weak_logits[~labelled]
+        pl, confident = self._pseudo_label_loss(batch, unl_logits, strong_logits, logits)
         loss = parts["ce"] + o.unlabelled_weight * rampup(batch.epoch, o.rampup_epochs) * pl
         out = {"pseudo": pl, "confident": confident.detach()}
         if cfg.recon_weight > 0:
-            recon = reconstruction_loss(model.decode(code[n:]), geo, cfg.recon_loss)
+            recon = reconstruction_loss(model.decode(code[weak.shape[0]:]), target, cfg.recon_loss)
             loss = loss + cfg.recon_weight * recon
             out["recon"] = recon
         return {"loss": loss, **out, **parts}
 
-    def _pseudo_label_loss(self, batch, weak_logits, strong_logits, logits):
+    def _pseudo_label_loss(self, batch, unl_logits, strong_logits, logits):
+        """`unl_logits`: the unlabelled rows' weak-view logits (None: the EMA teacher labels them)."""
         unl = batch.y < 0
         if not bool(unl.any()):
             zero = logits.sum() * 0
@@ -253,7 +172,7 @@ class Semi(Strategy):
             if self.ema_model is not None:  # mean teacher: the EMA model labels the weak views
                 probs = self.ema_model(batch.x[unl], decode=False)["logits"].float().softmax(1)
             else:
-                probs = weak_logits[unl].softmax(1)
+                probs = unl_logits.softmax(1)
             if self.opts.dist_align:
                 probs = align_distribution(probs, self.state)
             conf, pseudo = probs.max(1)
@@ -264,12 +183,4 @@ class Semi(Strategy):
         return pl, mask.mean()
 
     def final_metrics(self) -> dict:
-        if "teacher_test_accuracy" not in self.state:
-            return {}
-        # self-training: what the student started from, and one entry per student (its teacher and labels)
-        return {"teacher_test_accuracy": self.state["teacher_test_accuracy"],
-                "student_pseudo_labels": self.state["student_pseudo_labels"],
-                "self_training_rounds": self.state.get("rounds", [])}
-
-    def final_label_smoothing(self) -> float:
-        return self.opts.student_smoothing if self.opts.student_epochs else self.cfg.label_smoothing
+        return self.student_metrics()
