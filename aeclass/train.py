@@ -16,13 +16,13 @@ and writes the files; the loop is the engine's, the checkpoint format aeclass.ch
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
 import platform
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -326,12 +326,16 @@ def final_metrics(run: Run, final: dict) -> dict:
         "train_seconds": prog["elapsed"],
         "epochs": sum(p.epochs for p in run.phases),
         "best_epoch": prog.get("best_epoch"),
-        "strategy": cfg.strategy, "model": cfg.model, "data": ds.name, "seed": cfg.seed,
+        # the model these figures describe: a self-training student of another architecture (--student-model)
+        # is named here, its teacher's architecture (--model) under teacher_model
+        "strategy": cfg.strategy, "model": run.model.spec["name"], "data": ds.name, "seed": cfg.seed,
         "labels": cfg.labels, "n_labelled": data.n_labelled, "n_unlabelled": int(data.x.shape[0]) - data.n_labelled,
         "n_train": int(data.x.shape[0]), "n_test": int(y.shape[0]),
         "classes": list(ds.classes),
         **run.strategy.final_metrics(),
     }
+    if m["model"] != cfg.model:
+        m["teacher_model"] = cfg.model
     if "predictions" in final:
         k = ds.num_classes
         cm = torch.bincount(y * k + final["predictions"], minlength=k * k).reshape(k, k)

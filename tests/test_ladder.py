@@ -136,6 +136,7 @@ def test_a_ladder_teaches_a_convolutional_student_in_one_run(tmp_path):
     model, ck = load_model(r.run_dir, "cpu")  # the checkpoint describes the student, not the Ladder
     assert ck["model_spec"]["name"] == "hybrid" and type(model).__name__ != "LadderNet"
     assert r.model.spec["name"] == "hybrid" and m["test_recon_mse"] is not None
+    assert (m["model"], m["teacher_model"]) == ("hybrid", "ladder")
 
 
 @pytest.mark.parametrize("after", [2, 3])  # at the hand-over (the last Ladder epoch), inside the student phase

@@ -390,7 +390,7 @@ def test_a_weak_pass_without_gradient_gives_the_same_targets(one_thread):
         torch.manual_seed(2)  # the same input noise (the global RNG) both times
         out = s.step(model, Batch(x, y, torch.Generator().manual_seed(1), epoch=10.0))
         out["loss"].backward()
-        losses.append(float(out["loss"]))
+        losses.append(float(out["loss"].detach()))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
