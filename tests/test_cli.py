@@ -187,7 +187,7 @@ def test_help_groups_booleans_print_config_and_friendlier_errors(tmp_path, capsy
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert all(f"{g} options:" in text for g in ("data", "model", "strategy", "optimisation", "speed", "run"))
-    assert "(default: 64)" in text and "semi: top-class probability" in text  # defaults; a strategy's own option
+    assert "(default: 64)" in text and "semi, ladder: top-class probability" in text  # defaults; options two strategies share name both
     # booleans: --x, --no-x and the old --x true|false all work
     for flags, want in ((["--nesterov"], True), (["--no-nesterov"], False), (["--nesterov", "true"], True),
                         (["--nesterov", "false"], False)):
