@@ -119,9 +119,15 @@ def cut_out(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     k = torch.randint(1, max(2, side // 2 + 1), (n, 1, 1, 1), generator=gen)
     cy = torch.randint(0, h, (n, 1, 1, 1), generator=gen)
     cx = torch.randint(0, w, (n, 1, 1, 1), generator=gen)
-    oy, ox = (cy - k // 2).to(x.device), (cx - k // 2).to(x.device)
-    k = k.to(x.device)
+    return zero_squares(x, cy - k // 2, cx - k // 2, k)
+
+
+def zero_squares(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, k) -> torch.Tensor:
+    """Zero, in every channel, the square of side k whose top-left corner is (oy, ox), per image ((N, 1, 1, 1)
+    tensors; k may be one int for all); the parts outside the image are ignored."""
+    h, w = x.shape[2:]
+    oy, ox = oy.to(x.device), ox.to(x.device)
+    k = k.to(x.device) if torch.is_tensor(k) else k
     rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    hole = (rows >= oy) & (rows < oy + k) & (cols >= ox) & (cols < ox + k)
-    return x.masked_fill(hole, 0.0)
+    return x.masked_fill((rows >= oy) & (rows < oy + k) & (cols >= ox) & (cols < ox + k), 0.0)

@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from ..data.augment import AugmentConfig, augment_batch
-from ..data.randaugment import cut_out, rand_augment
+from ..data.randaugment import cut_out, rand_augment, zero_squares
 from ..distributed import mean_over_ranks
 from ..errors import ConfigError
 from ..options import option
@@ -39,26 +39,19 @@ class SemiOptions(StudentOptions):  # the students' options (aeclass/strategies/
                                        "less work per step (their BatchNorm statistics are then their own)")
 
 
-def strong_view(x: torch.Tensor, gen: torch.Generator, cutout: bool = True) -> torch.Tensor:
+def strong_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """FixMatch-style strong augmentation on top of a (weakly augmented) float batch: a shift of up to
-    max(1, side/16) pixels, a rotation of up to 15 degrees, greyscale with p=0.2 (RGB), then (with `cutout`)
-    one cut-out square of about 3/8 of the side per image (strong_cutout). Noise is added by the caller."""
-    c, side = x.shape[1], min(x.shape[2:])
+    max(1, side/16) pixels, a rotation of up to 15 degrees, greyscale with p=0.2 (RGB), then one cut-out
+    square of about 3/8 of the side per image (zeroed, at a random position; it may overhang). Noise is
+    added by the caller."""
+    n, c, h, w = x.shape
+    side = min(h, w)
     x = augment_batch(x, AugmentConfig(crop_padding=max(1, side // 16), rotation=15.0,
                                        greyscale=0.2 if c == 3 else 0.0), gen)
-    return strong_cutout(x, gen) if cutout else x
-
-
-def strong_cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One square of about 3/8 of the side per image, zeroed, at a random position (it may overhang)."""
-    n, c, h, w = x.shape
-    k = max(1, round(min(h, w) * 3 / 8))
-    oy = torch.randint(-(k // 2), h - k // 2, (n, 1, 1, 1), generator=gen).to(x.device)
-    ox = torch.randint(-(k // 2), w - k // 2, (n, 1, 1, 1), generator=gen).to(x.device)
-    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    hole = (rows >= oy) & (rows < oy + k) & (cols >= ox) & (cols < ox + k)
-    return x.masked_fill(hole, 0.0)
+    k = max(1, round(side * 3 / 8))
+    oy = torch.randint(-(k // 2), h - k // 2, (n, 1, 1, 1), generator=gen)
+    ox = torch.randint(-(k // 2), w - k // 2, (n, 1, 1, 1), generator=gen)
+    return zero_squares(x, oy, ox, k)
 
 
 def rampup(epoch: float, length: float) -> float:
