@@ -179,24 +179,31 @@ def _write_report(run_dir, log) -> None:
 
 
 def _add_sweep(sub):
-    from .sweep import DEFAULT_LABELS, DEFAULT_STRATEGIES, SWEEP_DEFAULTS
+    from .sweep_plans import DEFAULT, PHOTOS
+
+    def plan(p):
+        return f"{','.join(p.strategies)} at {','.join(p.labels)} labels, {p.seeds} seed{'s' * (p.seeds > 1)}"
     p = sub.add_parser("sweep", help="train every strategy x label count x seed; results.csv, summary.md, plot",
                        description="Train every strategy x label count x seed into SWEEP_DIR/runs/, with a "
-                                   "LabelSpreading baseline, and write results.csv, summary.md and "
-                                   "accuracy_vs_labels.png. Rerunning the same command resumes: finished cells are "
-                                   "read back, half-finished ones continue from their checkpoint. On a cluster, one "
-                                   "job per --shard I/N, then one --collect. Options below "
-                                   f"the preset/config: {', '.join(f'{k}={v}' for k, v in SWEEP_DEFAULTS.items())}.")
+                                   "LabelSpreading baseline, and write results.csv, summary.md (with the strategy to "
+                                   "use at each label count) and accuracy_vs_labels.png. Rerunning the same command "
+                                   "resumes: finished cells are read back, half-finished ones continue from their "
+                                   "checkpoint. On a cluster, one job per --shard I/N, then one --collect. What is "
+                                   "not given comes from the plan for the data (aeclass/sweep_plans.py, "
+                                   f"docs/sweeps.md): grey images {plan(DEFAULT)}, options below the preset/config "
+                                   f"{', '.join(f'{k}={v}' for k, v in DEFAULT.options.items())}; colour photos "
+                                   f"{plan(PHOTOS)} (not semi at all), supervised with the fastcnn-cifar preset and "
+                                   "semi with the cifar-4000 recipe in 4 epochs.")
     p.add_argument("--data", help="digits | mnist | cifar10 | folder:PATH (default: the preset's, else digits)")
     p.add_argument("--data-dir", help="directory holding mnist/cifar10 files")
     p.add_argument("--image-size", type=int, help="folder data: resize images to this square size")
     p.add_argument("--val", help="hold out N labelled images (or a fraction) per cell to validate on; the "
                                  "summary then ranks the strategies by validation accuracy")
     p.add_argument("--unlabelled", help="a directory or .zip of unlabelled images added to every cell")
-    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated (default: %(default)s)")
-    p.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="comma-separated counts or 'all' (default: %(default)s)")
-    p.add_argument("--seeds", default="3", help="number of seeds (0..N-1) or a list such as 0,4,7 (default: %(default)s)")
-    p.add_argument("--epochs", type=int, help=f"epochs per run (default {SWEEP_DEFAULTS['epochs']}, or the preset's)")
+    p.add_argument("--strategies", help="comma-separated (default: the plan's)")
+    p.add_argument("--labels", help="comma-separated counts or 'all' (default: the plan's)")
+    p.add_argument("--seeds", help="number of seeds (0..N-1) or a list such as 0,4,7 (default: the plan's)")
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the preset's, else the plan's)")
     p.add_argument("--preset", help="options preset for every run (see aeclass train --help)")
     p.add_argument("--config", help="YAML file of train options for every run")
     p.add_argument("--threads", type=int, help="CPU threads")

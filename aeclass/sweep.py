@@ -48,27 +48,30 @@ from pathlib import Path
 import numpy as np
 
 from .config import RUNTIME_KEYS, TrainConfig, build_config, parse_labels
-from .data import dataset_for, labelled_subset
+from .data import channels_of, dataset_for, labelled_subset
 from .errors import AeclassError, ConfigError
 from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .strategies import get_strategy
+from .sweep_plans import DEFAULT, PLANS, SweepPlan, plan_for
 from .train import train
 
-DEFAULT_STRATEGIES = ("supervised", "pretrain-finetune", "linear-probe", "joint", "semi")
-DEFAULT_LABELS = ("100", "1000", "all")
+# The grid and options a sweep of grey images gets when not told (aeclass/sweep_plans.py; photos get another plan).
+DEFAULT_STRATEGIES = DEFAULT.strategies
+DEFAULT_LABELS = DEFAULT.labels
 BASELINE = "labelspreading-pca"
 SWEEP_FILES = ("sweep.json", "results.csv", "summary.md", "accuracy_vs_labels.png", "report.html")  # its own files
 BASELINE_PARAMS = {"method": "LabelSpreading", "kernel": "knn", "n_neighbors": 7, "alpha": 0.2, "max_iter": 100,
                    "pca_components": 50}
-# Sweep defaults, below any preset / config file / flag: short runs, and input noise for the denoising
+# The default plan's options, below any preset / config file / flag: short runs, and input noise for the denoising
 # reconstruction of joint and semi (the TrainConfig default is no noise).
-SWEEP_DEFAULTS = {"epochs": 10, "noise": 0.2}
+SWEEP_DEFAULTS = DEFAULT.options
 FIELDS = ["strategy", "labels", "seed", "test_accuracy", "test_recon_mse", "train_seconds", "n_labelled", "n_train",
           "run_dir", "config", "val_accuracy"]
 # What every shard of one sweep must agree on: the grid, and each strategy's resolved options (not the preset or
 # config file's name, whose contents could differ between machines; not where or how a cell runs).
-SETTINGS_KEYS = ("data", "strategies", "labels", "seeds", "baseline", "resolved")
-SWEEP_JSON_KEYS = ("data", "strategies", "labels", "seeds", "preset", "config_file", "overrides", "baseline", "resolved")
+SETTINGS_KEYS = ("data", "strategies", "labels", "seeds", "skip", "baseline", "resolved")
+SWEEP_JSON_KEYS = ("data", "plan", "strategies", "labels", "seeds", "skip", "preset", "config_file", "overrides",
+                   "baseline", "resolved")
 
 
 @dataclass
@@ -97,12 +100,15 @@ class SweepResult:
     part: Path | None = None              # a shard's results-shard-I-of-N.csv
 
 
-def sweep_cells(strategies, label_items, seed_list, baseline: bool) -> list[Cell]:
+def sweep_cells(strategies, label_items, seed_list, baseline: bool, skip=()) -> list[Cell]:
     """Every cell of the grid, in the order a sweep visits them: by seed, then label count, then the strategies
-    and the baseline. Shards split this list (cell k goes to shard k % N), so which shard owns a cell depends on
-    the grid alone, never on which cells are finished; label counts the data skip keep their places."""
-    return [Cell(s, lab, seed) for seed in seed_list for lab in label_items
-            for s in [*strategies, *([BASELINE] if baseline else [])]]
+    and the baseline, less the (strategy, label count) pairs in `skip` (a plan's). Shards split this list (cell k
+    goes to shard k % N), so which shard owns a cell depends on the grid alone, never on which cells are
+    finished; label counts the data skip keep their places."""
+    left_out = {(str(s), str(lab)) for s, lab in skip}
+    cells = [Cell(s, lab, seed) for seed in seed_list for lab in label_items
+             for s in [*strategies, *([BASELINE] if baseline else [])]]
+    return [c for c in cells if (c.strategy, c.label_text) not in left_out]
 
 
 def parse_shard(value) -> tuple[int, int] | None:
@@ -157,13 +163,14 @@ def labelled_indices(train_y, labels: int | None, seed: int, num_classes: int):
     return labelled_subset(train_y, labels, seed, num_classes)
 
 
-def _cell_config(cell: Cell, preset, config_file, overrides: dict, run_dir: Path) -> TrainConfig:
+def _cell_config(cell: Cell, preset, config_file, overrides: dict, run_dir: Path, plan: SweepPlan) -> TrainConfig:
     flags = dict(overrides)
     flags.update(strategy=cell.strategy, labels=cell.label_text, seed=cell.seed, out=str(run_dir), report=False)
     own = get_strategy(cell.strategy).model
     if own is not None:  # a strategy with a model of its own (ladder): that model, its default sizes, whatever --model says
         flags.update(model=own, model_kwargs={})
-    return build_config(preset=preset, config_file=config_file, overrides=flags, base=SWEEP_DEFAULTS)
+    base = plan.base(cell.strategy, own_recipe=not (preset or config_file))
+    return build_config(preset=preset, config_file=config_file, overrides=flags, base=base)
 
 
 def _config_mismatch(saved: dict, cfg: TrainConfig) -> str | None:
@@ -282,6 +289,7 @@ def summary_markdown(rows: list[dict], data: str, n_train: int | None, wall_seco
            "labelled subsets.", "", "## Test accuracy (%)", "", table("test_accuracy", 100, ".2f", strategies), "",
            "## Training seconds per run", "", table("train_seconds", 1, ".1f", strategies)]
     out += _validation_section(rows, nets, label_cols, table)
+    out += _recommendation_section(rows, nets, label_cols)
     if with_recon:
         out += ["", "## Test reconstruction MSE", "",
                 "(The decoder of `supervised` is untrained: its MSE is that of a random decoder.)", "",
@@ -293,20 +301,44 @@ def summary_markdown(rows: list[dict], data: str, n_train: int | None, wall_seco
 
 
 def _validation_section(rows, nets, label_cols, table) -> list[str]:
-    """With --val: validation accuracy per cell, and the strategy it ranks first at each label count, the
-    honest choice when the data have no labelled test set (the test set never chooses)."""
-    if not any(r.get("val_accuracy") not in (None, "") for r in rows):
+    """With --val: validation accuracy per cell (the table the recommendation then ranks by)."""
+    if not _has(rows, "val_accuracy"):
         return []
-    best = []
-    for lab in label_cols:
-        means = {s: np.mean([float(r["val_accuracy"]) for r in rows if r["strategy"] == s and r["labels"] == lab
-                             and r.get("val_accuracy") not in (None, "")] or [np.nan]) for s in nets}
-        means = {s: v for s, v in means.items() if not np.isnan(v)}
-        if means:
-            top = max(means, key=means.get)
-            best.append(f"- {lab} labels: **{top}** ({100 * means[top]:.2f} % on validation)")
     return ["", "## Validation accuracy (%)", "", "Measured on labelled images held out of training (`--val`).", "",
-            table("val_accuracy", 100, ".2f", nets), "", "Which strategy to use, by validation accuracy:", "", *best]
+            table("val_accuracy", 100, ".2f", nets)]
+
+
+def _has(rows, key) -> bool:
+    return any(r.get(key) not in (None, "") for r in rows)
+
+
+def _recommendation_section(rows, nets, label_cols) -> list[str]:
+    """Which strategy to use at each label count: the best mean validation accuracy when the cells held some
+    out (--val; the honest choice: the test set never chooses), else the best mean test accuracy, said as such.
+    A lead smaller than the seeds' spread, or measured on one seed, is said to be no clear lead."""
+    key = "val_accuracy" if _has(rows, "val_accuracy") else "test_accuracy"
+    lines = []
+    for lab in label_cols:
+        got = {s: [float(r[key]) for r in rows if r["strategy"] == s and r["labels"] == lab
+                   and r.get(key) not in (None, "")] for s in nets}
+        got = {s: v for s, v in got.items() if v}
+        if not got:
+            continue
+        ranked = sorted(got, key=lambda s: -np.mean(got[s]))
+        top, text = ranked[0], f"{100 * np.mean(got[ranked[0]]):.2f} %"
+        if len(ranked) > 1:
+            second = ranked[1]
+            lead = 100 * (np.mean(got[top]) - np.mean(got[second]))
+            spread = 100 * max(np.std(got[top]), np.std(got[second]))
+            seeds = min(len(got[top]), len(got[second]))
+            clear = seeds > 1 and lead > 2 * spread
+            text += (f", {lead:.2f} points above {second}" +
+                     ("" if clear else f" ({'one seed' if seeds == 1 else 'within twice the seeds spread'}: "
+                                       "no clear lead; more --seeds would tell)"))
+        lines.append(f"- {lab} labels: **{top}** ({text})")
+    what = ("by validation accuracy" if key == "val_accuracy" else
+            "by test accuracy (no --val: the test set chose; for a choice it has not seen, hold out --val)")
+    return ["", f"Which strategy to use, {what}:", "", *lines] if lines else []
 
 
 def _plot(rows: list[dict], path: Path, n_train: int | None) -> None:
@@ -332,9 +364,11 @@ def _grid(strategies, labels, seeds) -> tuple[list[str], list[int | None], list[
 class _Grid:
     """A sweep's grid and options, resolved and checked before anything is written."""
 
+    plan: SweepPlan
     strategies: list[str]
     labels: list[int | None]
     seeds: list[int]
+    skip: list[list[str]]  # (strategy, label count) cells the plan leaves out
     overrides: dict
     probe: TrainConfig  # a cell's config: where the data come from
     resolved: dict      # each strategy's options as its cells get them, less labels, seed and RUNTIME_KEYS
@@ -344,26 +378,43 @@ class _Grid:
         return self.probe.data.startswith("folder:")
 
 
+def _choose_plan(sweep_dir: Path, preset, config_file, ov: dict) -> SweepPlan:
+    """The plan for the sweep's kind of data (sweep_plans.plan_for), seen without loading the data. A sweep
+    started before plans existed (its sweep.json names none) keeps the default plan it ran with."""
+    started = sweep_dir / "sweep.json"
+    if started.is_file() and "plan" not in _read_json(started):
+        return DEFAULT
+    where = build_config(preset=preset, config_file=config_file,
+                         overrides=dict(ov, strategy="supervised", out=str(sweep_dir), report=False))
+    return plan_for(channels_of(where.data, where.channels))
+
+
 def _resolve_grid(sweep_dir: Path, data, strategies, labels, seeds, epochs, preset, config_file, data_dir,
                   overrides) -> _Grid:
-    strategies, label_items, seed_list = _grid(strategies, labels, seeds)
     ov = {k: v for k, v in (overrides or {}).items() if v is not None}
     ov.update({k: v for k, v in (("data", data), ("data_dir", data_dir), ("epochs", epochs)) if v is not None})
+    plan = _choose_plan(sweep_dir, preset, config_file, ov)
+    skip = [list(p) for p in plan.skip] if labels is None else []  # the plan's own label counts only
+    strategies, label_items, seed_list = _grid(strategies or plan.strategies, labels or plan.labels,
+                                               plan.seeds if seeds is None else seeds)
     # Resolve one cell's config per strategy up front: bad strategies, presets or options fail before any training.
     resolved = {}
     for s in strategies:
-        cfg = _cell_config(Cell(s, label_items[0], seed_list[0]), preset, config_file, ov, sweep_dir / "runs" / "check")
+        cfg = _cell_config(Cell(s, label_items[0], seed_list[0]), preset, config_file, ov, sweep_dir / "runs" / "check",
+                           plan)
         resolved[s] = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and k not in ("labels", "seed")}
-    probe = _cell_config(Cell(strategies[0], None, seed_list[0]), preset, config_file, ov, sweep_dir)
+    probe = _cell_config(Cell(strategies[0], None, seed_list[0]), preset, config_file, ov, sweep_dir, plan)
     # As JSON reads it back, so that a shard's settings compare equal to another shard's record of the same.
-    return _Grid(strategies, label_items, seed_list, ov, probe, json.loads(json.dumps(resolved, default=str)))
+    return _Grid(plan, strategies, label_items, seed_list, skip, ov, probe,
+                 json.loads(json.dumps(resolved, default=str)))
 
 
 def _settings(grid: _Grid, preset, config_file, baseline: bool) -> dict:
     """sweep.json: the grid and options a sweep was started with (each shard's sweep-shard-I-of-N.json too)."""
-    return {"data": grid.probe.data, "strategies": grid.strategies, "labels": [x or "all" for x in grid.labels],
-            "seeds": grid.seeds, "preset": preset, "config_file": config_file, "overrides": grid.overrides,
-            "baseline": baseline, "resolved": grid.resolved, "started": _now()}
+    return {"data": grid.probe.data, "plan": grid.plan.name, "strategies": grid.strategies,
+            "labels": [x or "all" for x in grid.labels], "seeds": grid.seeds, "skip": grid.skip, "preset": preset,
+            "config_file": config_file, "overrides": grid.overrides, "baseline": baseline, "resolved": grid.resolved,
+            "started": _now()}
 
 
 def _now() -> str:
@@ -375,6 +426,7 @@ class _Sweep:
     """One call of run_sweep: the grid, where it goes, and the rows so far."""
 
     dir: Path
+    plan: SweepPlan
     preset: str | None
     config_file: str | None
     overrides: dict
@@ -389,7 +441,7 @@ class _Sweep:
         """Train one cell (or resume it from its checkpoint), or read it back when it finished earlier."""
         self.done += 1
         run_dir = self.dir / "runs" / cell.name
-        cfg = _cell_config(cell, self.preset, self.config_file, self.overrides, run_dir)
+        cfg = _cell_config(cell, self.preset, self.config_file, self.overrides, run_dir, self.plan)
         rel = f"runs/{cell.name}"
         row = _finished_row(cell, run_dir, rel, cfg, "use a new --out, or delete that run directory to retrain it")
         if row is not None:
@@ -476,22 +528,26 @@ def _sweep_locks(sweep_dir: Path, shard: tuple[int, int] | None) -> ExitStack:
     return stack
 
 
-def run_sweep(out: str | Path, data: str | None = None, strategies=DEFAULT_STRATEGIES, labels=DEFAULT_LABELS,
-              seeds=3, epochs: int | None = None, preset: str | None = None, config_file: str | None = None,
+def run_sweep(out: str | Path, data: str | None = None, strategies=None, labels=None, seeds=None,
+              epochs: int | None = None, preset: str | None = None, config_file: str | None = None,
               data_dir: str | None = None, baseline: bool = True, overrides: dict | None = None, report: bool = True,
               shard=None, log=print) -> SweepResult:
     """Train every strategy x labels x seed cell into `out`/runs/ and write results.csv, summary.md and
     accuracy_vs_labels.png (see the module docstring). `seeds` is a count (seeds 0..n-1) or a list;
     `labels` items are counts or 'all'; `overrides` are further TrainConfig options (threads, device, ...).
+    Strategies, labels and seeds left None, and the options below any preset, come from the plan for the
+    data's kind (aeclass/sweep_plans.py: photos get their own).
     With `shard` ('I/N' or (I, N)) only that shard's cells run, and it writes its part files instead of the
     merged ones; collect_sweep merges the shards."""
     t_start = time.perf_counter()
     sweep_dir, shard = Path(out), parse_shard(shard)
     grid = _resolve_grid(sweep_dir, data, strategies, labels, seeds, epochs, preset, config_file, data_dir, overrides)
-    cells = sweep_cells(grid.strategies, grid.labels, grid.seeds, baseline)
+    cells = sweep_cells(grid.strategies, grid.labels, grid.seeds, baseline, grid.skip)
+    if grid.skip:
+        log(f"sweep: the {grid.plan.name} plan leaves out " + ", ".join(f"{s} at {lab} labels" for s, lab in grid.skip))
     with _sweep_locks(sweep_dir, shard):
         settings = _settings(grid, preset, config_file, baseline)
-        sw = _Sweep(sweep_dir, preset, config_file, grid.overrides, log, [])
+        sw = _Sweep(sweep_dir, grid.plan, preset, config_file, grid.overrides, log, [])
         if shard is not None:
             return _run_shard(sw, grid, cells, settings, shard, t_start)
         remove_stale_temporaries(sweep_dir, SWEEP_FILES)
@@ -606,7 +662,7 @@ def collect_sweep(dirs, out: str | Path | None = None, report: bool = True, log=
     target = Path(out) if out is not None else dirs[0]
     settings, records = _agreed_settings(dirs)
     cells = sweep_cells(settings["strategies"], [parse_labels(x) for x in settings["labels"]], settings["seeds"],
-                        settings["baseline"])
+                        settings["baseline"], settings.get("skip") or ())
     search = [target, *[d for d in dirs if d.resolve() != target.resolve()]]  # the target's own cells stay put
     busy = f"--collect {target}: a shard or a sweep is still running in this directory; collect once it has finished"
     with DirectoryLock(target, "--collect", busy=busy) as lock:  # exclusive: no shard or sweep writes there meanwhile

@@ -67,6 +67,20 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, download:
     return ds
 
 
+BUILTIN_CHANNELS = {"digits": 1, "mnist": 1, "cifar10": 3}
+
+
+def channels_of(spec: str, channels: int | None = None) -> int | None:
+    """The channel count of the images `spec` names, without loading them (a folder: a sample of its headers);
+    None for a name load_dataset would refuse (it says why when it is asked to load)."""
+    if channels:
+        return int(channels)
+    if spec.startswith("folder:") and spec[len("folder:"):]:
+        from .folder import peek_channels
+        return peek_channels(spec[len("folder:"):])
+    return BUILTIN_CHANNELS.get(spec)
+
+
 def dataset_for(cfg, **kw) -> ImageDataset:
     """The dataset a run's config (a TrainConfig or a saved config dict) names; `kw` overrides arguments."""
     get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))

@@ -277,6 +277,18 @@ def _decode_pass(src, names, size, channels):
     return out, heads, n_resized
 
 
+def peek_channels(path: os.PathLike | str) -> int:
+    """The channel count load_folder chooses by default (1 when the images are greyscale, else 3), judged from
+    the sample of headers decode_all guesses from: a look at a few hundred files, not a decode of them all."""
+    src = _open(path)
+    try:
+        names = [n for _, _, n in scan(src)[0]]
+        sample = names[:: max(1, len(names) // 256)]
+        return _default_shape([_to_array(_read(src, n), src.label(n)) for n in sample], None, None)[1]
+    finally:
+        getattr(src, "close", lambda: None)()
+
+
 def decode_all(src, names: list[str], size: tuple[int, int] | None, channels: int | None) -> tuple[np.ndarray, dict]:
     """uint8 (N, C, H, W) for `names`, opening each file once in the usual case.
 
