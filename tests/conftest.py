@@ -1,4 +1,4 @@
-"""Shared test fixtures (data only)."""
+"""Shared test fixtures: the real data, cutting a run short, the thread count a test leaves behind."""
 from __future__ import annotations
 
 import os
@@ -18,6 +18,15 @@ def shared_datasets() -> Path:
         pytest.skip(f"real datasets not found at {_SHARED_DATASETS}: set AECLASS_DATA to a directory with mnist/ "
                     "and cifar10-jpeg/")
     return _SHARED_DATASETS
+
+
+@pytest.fixture
+def keep_threads():
+    """Training with --threads 1 sets torch's thread count for the process; put it back after the test."""
+    import torch
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -20,11 +20,7 @@ REAL_TRAIN = sweep_mod.train
 QUIET = dict(log=lambda *a: None, report=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 def small(out, **kw):

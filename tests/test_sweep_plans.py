@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from aeclass.data import channels_of
@@ -15,11 +14,7 @@ from aeclass.sweep_plans import DEFAULT, PHOTOS, plan_for
 QUIET = dict(log=lambda *a: None, report=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 def colour_folder(root: Path, per_class: int = 110) -> Path:
@@ -52,7 +47,8 @@ def test_plans_by_kind_of_data():
     semi, sup = PHOTOS.base("semi"), PHOTOS.base("supervised")
     assert semi["strong_augment"] == "randaugment" and semi["epochs"] == 4 and "data" not in semi
     assert sup["model"] == "fastcnn" and "labels" not in sup
-    assert PHOTOS.base("semi", own_recipe=False) == {}  # under a user's preset, no recipe is mixed in
+    assert semi["noise"] == 0.0 and semi["recon_weight"] == 1.0  # the recipe's masked reconstruction, no noise
+    assert PHOTOS.base("semi", own_recipe=False) == DEFAULT.options  # under a user's preset: as sweeps always did
 
 
 def test_a_photo_folder_gets_the_photo_plan(tmp_path, monkeypatch):
