@@ -382,8 +382,14 @@ def _choose_plan(sweep_dir: Path, preset, config_file, ov: dict) -> SweepPlan:
     """The plan for the sweep's kind of data (sweep_plans.plan_for), seen without loading the data. A sweep
     started before plans existed (its sweep.json names none) keeps the default plan it ran with."""
     started = sweep_dir / "sweep.json"
-    if started.is_file() and "plan" not in _read_json(started):
-        return DEFAULT
+    if started.is_file():
+        try:
+            recorded = json.loads(started.read_text())
+        except (OSError, ValueError) as e:
+            raise AeclassError(f"{started}: cannot read ({e}); it records how this sweep was started: restore it, "
+                               "or use a new --out") from None
+        if "plan" not in recorded:
+            return DEFAULT
     where = build_config(preset=preset, config_file=config_file,
                          overrides=dict(ov, strategy="supervised", out=str(sweep_dir), report=False))
     return plan_for(channels_of(where.data, where.channels))
