@@ -52,7 +52,7 @@ from .data import channels_of, dataset_for, labelled_subset
 from .errors import AeclassError, ConfigError
 from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from .strategies import get_strategy
-from .sweep_plans import DEFAULT, PLANS, SweepPlan, plan_for
+from .sweep_plans import DEFAULT, SweepPlan, plan_for
 from .train import train
 
 # The grid and options a sweep of grey images gets when not told (aeclass/sweep_plans.py; photos get another plan).

@@ -54,8 +54,6 @@ PHOTOS = SweepPlan(
              "semi": _recipe("cifar-4000", epochs=4, warmup_epochs=0.93, noise=0.0)},
     skip=(("semi", "all"),))
 
-PLANS = {p.name: p for p in (DEFAULT, PHOTOS)}
-
 
 def plan_for(channels: int | None) -> SweepPlan:
     """The plan for images of `channels` channels: colour images are photos (None: not known, the default)."""
