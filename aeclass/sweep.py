@@ -265,8 +265,7 @@ def summary_markdown(rows: list[dict], data: str, n_train: int | None, wall_seco
     label_cols = sorted({r["labels"] for r in rows}, key=lambda t: math.inf if t == "all" else int(t))
 
     def cell(strategy, lab, key, scale, fmt):
-        vals = [float(r[key]) for r in rows if r["strategy"] == strategy and r["labels"] == lab
-                and r.get(key) not in (None, "")]
+        vals = _values(rows, strategy, lab, key)
         if not vals:
             return "—"
         m, s = _stats(vals)
@@ -308,6 +307,12 @@ def _validation_section(rows, nets, label_cols, table) -> list[str]:
             table("val_accuracy", 100, ".2f", nets)]
 
 
+def _values(rows, strategy: str, lab: str, key: str) -> list[float]:
+    """The `key` figures of one strategy x label count, over its seeds (cells without it left out)."""
+    return [float(r[key]) for r in rows if r["strategy"] == strategy and r["labels"] == lab
+            and r.get(key) not in (None, "")]
+
+
 def _has(rows, key) -> bool:
     return any(r.get(key) not in (None, "") for r in rows)
 
@@ -319,9 +324,7 @@ def _recommendation_section(rows, nets, label_cols) -> list[str]:
     key = "val_accuracy" if _has(rows, "val_accuracy") else "test_accuracy"
     lines = []
     for lab in label_cols:
-        got = {s: [float(r[key]) for r in rows if r["strategy"] == s and r["labels"] == lab
-                   and r.get(key) not in (None, "")] for s in nets}
-        got = {s: v for s, v in got.items() if v}
+        got = {s: v for s in nets if (v := _values(rows, s, lab, key))}
         if not got:
             continue
         ranked = sorted(got, key=lambda s: -np.mean(got[s]))

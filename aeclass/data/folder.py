@@ -277,14 +277,18 @@ def _decode_pass(src, names, size, channels):
     return out, heads, n_resized
 
 
+def _guess_shape(src, names: list[str], size, channels) -> tuple[tuple[int, int], int]:
+    """The default shape (_default_shape) judged from the headers of a sample of at most about 256 files."""
+    sample = names[:: max(1, len(names) // 256)]
+    return _default_shape([_to_array(_read(src, n), src.label(n)) for n in sample], size, channels)
+
+
 def peek_channels(path: os.PathLike | str) -> int:
     """The channel count load_folder chooses by default (1 when the images are greyscale, else 3), judged from
     the sample of headers decode_all guesses from: a look at a few hundred files, not a decode of them all."""
     src = _open(path)
     try:
-        names = [n for _, _, n in scan(src)[0]]
-        sample = names[:: max(1, len(names) // 256)]
-        return _default_shape([_to_array(_read(src, n), src.label(n)) for n in sample], None, None)[1]
+        return _guess_shape(src, [n for _, _, n in scan(src)[0]], None, None)[1]
     finally:
         getattr(src, "close", lambda: None)()
 
@@ -295,10 +299,7 @@ def decode_all(src, names: list[str], size: tuple[int, int] | None, channels: in
     Opening an image costs as much as decoding a small one, so rather than a header pass and a decode pass, the
     default shape is guessed from a sample of headers and everything is decoded again only if that was wrong.
     """
-    guess = size, channels
-    if size is None or channels is None:
-        sample = names[:: max(1, len(names) // 256)]
-        guess = _default_shape([_to_array(_read(src, n), src.label(n)) for n in sample], size, channels)
+    guess = (size, channels) if size is not None and channels is not None else _guess_shape(src, names, size, channels)
     out, heads, n_resized = _decode_pass(src, names, *guess)
     final = _default_shape(heads, size, channels)
     if final != guess:
