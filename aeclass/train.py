@@ -274,8 +274,10 @@ def _with_first_start(path: Path, info: dict) -> dict:
     if not isinstance(old, dict):
         return info
     resumed = [*old.get("resumed", []), {"started": info["started"], "command": info["command"]}]
-    return {**info, "started": old.get("started", info["started"]), "command": old.get("command", info["command"]),
-            "resumed": resumed}
+    # run.json names the run's model (--model) as it started; a resumption after a teacher -> student hand-over
+    # holds the student, which metrics.json and the checkpoint name
+    first = {k: old[k] for k in ("started", "command", "model", "parameters") if k in old}
+    return {**info, **first, "resumed": resumed}
 
 
 def _tensorboard(run_dir: Path):

@@ -145,6 +145,9 @@ def test_ladder_students_resume_exactly_across_the_hand_over(tmp_path, interrupt
     resumed = interrupt_training.resume_after_cut(tiny(tmp_path, out=str(tmp_path / "cut"), **STUDENTS), after)
     assert resumed.model.spec["name"] == "hybrid"
     assert_same_weights(ref.model, resumed.model)
+    info = {name: json.loads((r.run_dir / "run.json").read_text()) for name, r in (("ref", ref), ("cut", resumed))}
+    assert info["cut"]["model"]["name"] == info["ref"]["model"]["name"] == "ladder"  # the run's --model, as started
+    assert info["cut"]["parameters"] == info["ref"]["parameters"] and len(info["cut"]["resumed"]) == 1
     for key in ("teacher_test_accuracy", "student_pseudo_labels", "test_accuracy", "test_recon_mse"):
         assert ref.metrics[key] == resumed.metrics[key], key
 
