@@ -104,6 +104,9 @@ class TrainConfig:
     tta_flip: bool = option(False, "test-time flip: average each image's scores with its mirror's (photos)", "evaluation")
     tta_shift: int = option(0, "test-time shifts: also average copies moved +-N pixels (0 = off)", "evaluation",
                             low=0, high=8)
+    test_every: int = option(1, "score the test set after every Nth epoch, for the learning curves only (they never "
+                             "choose a checkpoint); 0 = only after the last epoch. The final metrics are always "
+                             "computed", "evaluation", runtime=True, low=0)
     # optimisation
     epochs: int = option(30, "epochs of the (final) training phase", "optimisation", low=1)
     batch_size: int = option(64, "images per step", "optimisation", low=1)

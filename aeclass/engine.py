@@ -372,7 +372,8 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
         if bar is not None:
             bar.close()
         train_time = time.perf_counter() - t0
-        test = run.test_metrics()
+        last = is_last_phase and ep == phase.epochs - 1
+        test = run.test_metrics() if _scores_test(cfg, epoch_global + 1, last) else {}
         prog["elapsed"] += train_time
         epoch_global += 1
         row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
@@ -397,6 +398,13 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
             prog["stopped_early"] = epoch_global
             break
     return epoch_global
+
+
+def _scores_test(cfg, epoch: int, last: bool) -> bool:
+    """Whether this epoch's row gets test metrics (--test-every N: every Nth global epoch and the run's last).
+    They only draw the learning curves, and each is a pass over the test set (two with --tta-flip), which on a
+    CPU can cost as much as a few-label epoch's training."""
+    return last or (cfg.test_every > 0 and epoch % cfg.test_every == 0)
 
 
 def _improved(run: Run, row: dict) -> bool:

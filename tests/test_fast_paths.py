@@ -15,6 +15,8 @@ from aeclass.device import use_channels_last
 from aeclass.engine import EMA
 from aeclass.evaluation import shifted, tta_logits
 from aeclass.models import create_model
+from aeclass.report.run import read_metrics_csv
+from conftest import assert_same_weights
 
 QUIET = dict(log=lambda *a: None, progress=False)
 
@@ -216,3 +218,19 @@ def test_allocator_tuning_is_applied_once_recorded_and_can_be_turned_off(tmp_pat
     assert cpu.tune_allocator() == applied  # once per process
     r = train(cfg(tmp_path, "alloc", epochs=1), **QUIET)
     assert json.loads((r.run_dir / "run.json").read_text())["allocator"] == applied
+
+
+def test_test_every_skips_monitoring_passes_but_not_the_result(tmp_path):
+    every = train(cfg(tmp_path, "every", epochs=5), **QUIET)
+    sparse = train(cfg(tmp_path, "sparse", epochs=5, test_every=2), **QUIET)
+    final_only = train(cfg(tmp_path, "final", epochs=5, test_every=0), **QUIET)
+    scored = lambda r: [row["epoch"] for row in read_metrics_csv(r.run_dir / "metrics.csv")  # noqa: E731
+                        if row["test_accuracy"] is not None]
+    assert scored(every) == [1, 2, 3, 4, 5] and scored(sparse) == [2, 4, 5] and scored(final_only) == [5]
+    for r in (sparse, final_only):  # monitoring never touches training: same weights, same final metrics
+        assert r.metrics["test_accuracy"] == every.metrics["test_accuracy"]
+        assert_same_weights(r.model, every.model)
+    from aeclass import build_config
+    from aeclass.errors import ConfigError
+    with pytest.raises(ConfigError, match="--test-every"):
+        build_config(overrides={"test_every": -1})
