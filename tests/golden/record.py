@@ -5,14 +5,22 @@
 Each case is an `aeclass train` or `aeclass sweep` command (the stable public interface). What is recorded
 is every number in its metrics.json (times left out) and every loss / accuracy column of its metrics.csv.
 `tests/test_golden.py` runs the same cases with the code as it is and compares them with
-`tests/golden/figures.json`, written by this script from the code before the strategy plug-in redesign
-(commit 1cfb6cd), so that a refactoring which changes any result, or any random draw, fails.
+`tests/golden/figures/<CPU kind>.json`, written by this script from the code before the strategy plug-in
+redesign (commit 1cfb6cd), so that a refactoring which changes any result, or any random draw, fails.
+
+Float results of the same code differ between kinds of CPU (MKL and oneDNN take other code paths on AMD and
+Intel processors, and with AVX2 or AVX-512), so the figures are kept per kind (`cpu_kind()`). To add a kind,
+run this script with that commit's package first on the path, on a machine of that kind:
+
+    git worktree add /tmp/old 1cfb6cd && cp tests/golden/record.py /tmp/old/tests/golden/
+    cd /tmp/old && PYTHONPATH=/tmp/old python tests/golden/record.py FIGURES.json
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +50,18 @@ CASES: dict[str, list[str]] = {
               "--labels", "100,all", "--seeds", "1", "--epochs", "2", "--threads", "2", "--no-report", "--quiet",
               "--out", "{out}"],
 }
+def cpu_kind() -> str:
+    """The kind of CPU figures are recorded for: architecture, vendor and the vector ISA torch's kernels use."""
+    import torch
+    vendor = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("vendor_id")), vendor)
+    except OSError:
+        pass
+    return f"{platform.machine()}-{vendor}-{torch.backends.cpu.get_cpu_capability()}"
+
+
 TIME_KEYS = {"train_seconds", "eval_seconds", "epoch_seconds", "elapsed_seconds", "started"}
 
 
