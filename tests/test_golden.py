@@ -2,8 +2,8 @@
 
 `tests/golden/figures/<CPU kind>.json` was written by `tests/golden/record.py` from the code before the strategy
 plug-in redesign (commit 1cfb6cd), on a machine of that kind: float results differ between kinds, so a kind
-without recorded figures skips those tests, saying so (record.py says how to add one); `tests/golden/old-run/` is a run directory that code wrote, and
-`old-run-expected.json` what its `evaluate` and `predict` said. Any change of a result, of a random draw, or of
+without recorded figures skips those tests, saying so (record.py says how to add one). `tests/golden/old-run/`
+is a run directory that code wrote, and `old-run-expected.json` what its `evaluate` and `predict` said. Any change of a result, of a random draw, or of
 how an old checkpoint loads fails here.
 """
 from __future__ import annotations

@@ -50,6 +50,8 @@ CASES: dict[str, list[str]] = {
               "--labels", "100,all", "--seeds", "1", "--epochs", "2", "--threads", "2", "--no-report", "--quiet",
               "--out", "{out}"],
 }
+
+
 def cpu_kind() -> str:
     """The kind of CPU figures are recorded for: architecture, vendor and the vector ISA torch's kernels use."""
     import torch
