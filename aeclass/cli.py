@@ -193,7 +193,7 @@ def _add_sweep(sub):
                                    f"docs/sweeps.md): grey images {plan(DEFAULT)}, options below the preset/config "
                                    f"{', '.join(f'{k}={v}' for k, v in DEFAULT.options.items())}; colour photos "
                                    f"{plan(PHOTOS)} (not semi at all), supervised with the fastcnn-cifar preset and "
-                                   "semi with the cifar-4000 recipe in 4 epochs.")
+                                   "semi with the cifar-4000 recipe in 4 epochs, the test set scored once per run.")
     p.add_argument("--data", help="digits | mnist | cifar10 | folder:PATH (default: the preset's, else digits)")
     p.add_argument("--data-dir", help="directory holding mnist/cifar10 files")
     p.add_argument("--image-size", type=int, help="folder data: resize images to this square size")
@@ -208,6 +208,8 @@ def _add_sweep(sub):
     p.add_argument("--config", help="YAML file of train options for every run")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--test-every", type=int, metavar="N", help="score the test set after every Nth epoch of each run, "
+                   "for its learning curves; 0 = only after the last (default: the plan's: grey images 1, photos 0)")
     p.add_argument("--out", metavar="SWEEP_DIR", help="sweep directory (rerun to resume); required, except with --collect")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (0 <= I < N): cell k of the grid when "
                                                   "k %% N == I, into the same SWEEP_DIR; then --collect merges them")
@@ -238,7 +240,7 @@ def cmd_sweep(args) -> int:
                        epochs=args.epochs, preset=args.preset, config_file=args.config, data_dir=args.data_dir,
                        baseline=args.baseline, report=not args.no_report, shard=shard, log=log,
                        overrides={"threads": args.threads, "device": args.device, "image_size": args.image_size,
-                                  "val": args.val, "unlabelled": args.unlabelled})
+                                  "val": args.val, "unlabelled": args.unlabelled, "test_every": args.test_every})
     if shard is not None:  # said even with --quiet: the only output of a shard
         i, n = shard
         print(f"aeclass sweep --shard {i}/{n}: {len(result.rows)} cells in {result.part}; once all {n} shards have "

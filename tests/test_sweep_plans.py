@@ -48,7 +48,9 @@ def test_plans_by_kind_of_data():
     assert semi["strong_augment"] == "randaugment" and semi["epochs"] == 4 and "data" not in semi
     assert sup["model"] == "fastcnn" and "labels" not in sup
     assert semi["noise"] == 0.0 and semi["recon_weight"] == 1.0  # the recipe's masked reconstruction, no noise
-    assert PHOTOS.base("semi", own_recipe=False) == DEFAULT.options  # under a user's preset: as sweeps always did
+    # Under a user's preset: as sweeps always did, the test set scored once per run.
+    assert PHOTOS.base("semi", own_recipe=False) == {**DEFAULT.options, "test_every": 0}
+    assert "test_every" not in DEFAULT.options  # grey images keep their per-epoch test curves
 
 
 def test_a_photo_folder_gets_the_photo_plan(tmp_path, monkeypatch):
@@ -87,6 +89,20 @@ def test_a_sweep_started_before_plans_keeps_the_default_plan(tmp_path, monkeypat
     settings = json.loads((out / "sweep.json").read_text())
     assert settings["plan"] == "default" and settings["resolved"]["supervised"]["noise"] == 0.2
     assert settings["resolved"]["supervised"]["model"] != "fastcnn"
+
+
+def test_the_photo_plan_scores_the_test_set_once_unless_told(tmp_path, monkeypatch):
+    monkeypatch.setenv("AECLASS_NO_CACHE", "1")
+    data = colour_folder(tmp_path / "photos", per_class=12)
+
+    def tested_epochs(out, **overrides):
+        run_sweep(out, data=f"folder:{data}", strategies="supervised", labels="all", seeds=1, epochs=2,
+                  baseline=False, overrides={"threads": 1, **overrides}, **QUIET)
+        with open(out / "runs" / "supervised-all-s0" / "metrics.csv", newline="") as f:
+            return [int(r["epoch"]) for r in csv.DictReader(f) if r["test_accuracy"]]
+    assert tested_epochs(tmp_path / "once") == [2]  # the plan's test_every 0: after the last epoch only
+    assert rows_of(tmp_path / "once")[0]["test_accuracy"]  # which is what the sweep reports
+    assert tested_epochs(tmp_path / "curves", test_every=1) == [1, 2]  # --test-every wins over the plan
 
 
 def _rows(acc: dict) -> list[dict]:
