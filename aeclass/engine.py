@@ -373,17 +373,19 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
             bar.close()
         train_time = time.perf_counter() - t0
         last = is_last_phase and ep == phase.epochs - 1
-        test = run.test_metrics() if _scores_test(cfg, epoch_global + 1, last) else {}
         prog["elapsed"] += train_time
         epoch_global += 1
         row = {"phase": phase.name, "epoch": epoch_global, "phase_epoch": ep + 1, **means,
-               "test_accuracy": test.get("accuracy") if head_trained else None,
-               "test_loss": test.get("loss") if head_trained else None,
-               "test_recon_mse": test.get("recon_mse"), "epoch_seconds": train_time,
+               "test_accuracy": None, "test_loss": None, "test_recon_mse": None, "epoch_seconds": train_time,
                "elapsed_seconds": prog["elapsed"], **(run.val_metrics() if head_trained else {})}
         prog["history"].append(row)
         prog.update(phase_index=pi, phase_epoch=ep + 1, step=prog["step"] + spe)
         improved = is_last_phase and _improved(run, row)
+        stop = is_last_phase and _stop_early(run, epoch_global)
+        if _scores_test(cfg, epoch_global, last or stop):  # an early stop's epoch is the run's last: scored too
+            test = run.test_metrics()
+            row.update(test_recon_mse=test.get("recon_mse"),
+                       **({"test_accuracy": test.get("accuracy"), "test_loss": test.get("loss")} if head_trained else {}))
         _check_finite(run, phase, epoch_global, prog["step"])
         if run.dist is not None:  # every rank's random states go into last.pt, which rank 0 writes
             run.rank_states = distributed.gather_objects({"torch_rng_state": torch.get_rng_state(),
@@ -392,7 +394,7 @@ def _fit_phase(run: Run, pi: int, data: TrainData, opt, start_epoch: int, epoch_
             run.saver.save_epoch(run, opt, improved)
         if run.on_epoch is not None:
             run.on_epoch(run, row)
-        if is_last_phase and _stop_early(run, epoch_global):
+        if stop:
             run.log(f"{phase.name}: no better validation accuracy for {run.cfg.early_stop} epochs; stopping early "
                     f"(best: epoch {prog['best_epoch']})")
             prog["stopped_early"] = epoch_global

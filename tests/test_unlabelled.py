@@ -12,6 +12,7 @@ from PIL import Image
 from aeclass import TrainConfig, train
 from aeclass.cli import main
 from aeclass.data import load_dataset
+from aeclass.report.run import read_metrics_csv
 from aeclass.data.train_data import TrainData
 from aeclass.errors import DataError
 
@@ -143,8 +144,13 @@ def test_early_stop_needs_val_and_stops(tmp_path):
     with pytest.raises(ConfigError, match="--early-stop needs a validation set"):
         build_config(overrides={"early_stop": 2})
     r = train(TrainConfig(data="digits", labels=50, val=20, strategy="supervised", model="cnn", epochs=40,
-                          early_stop=1, lr=0.05, threads=1, out=str(tmp_path / "run"), report=False), **QUIET)
-    assert r.metrics["stopped_early_at"] is not None and r.metrics["stopped_early_at"] < 40
+                          early_stop=1, lr=0.05, threads=1, test_every=0, out=str(tmp_path / "run"), report=False),
+              **QUIET)
+    stopped = r.metrics["stopped_early_at"]
+    assert stopped is not None and stopped < 40
+    # --test-every 0 scores only a run's last epoch; the early stop's is the last, so its curve ends on a point.
+    tested = [row["epoch"] for row in read_metrics_csv(r.run_dir / "metrics.csv") if row["test_accuracy"] is not None]
+    assert tested == [stopped]
 
 
 def test_sweep_ranks_strategies_by_validation(tmp_path, capsys):
