@@ -49,8 +49,16 @@ def launch(argv) -> subprocess.Popen:
 
 
 def newest_write(d: Path) -> int:
-    """The latest mtime of the files a run writes under d (not the lock file, which is touched first)."""
-    return max((p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file() and p.name != ".lock"), default=0)
+    """The latest mtime of the files a run writes under d (not the lock file, which is touched first).
+    A temp file may be renamed between listing and stat (the saver's os.replace): it is skipped."""
+    newest = 0
+    for p in d.rglob("*"):
+        try:
+            if p.is_file() and p.name != ".lock":
+                newest = max(newest, p.stat().st_mtime_ns)
+        except FileNotFoundError:
+            pass
+    return newest
 
 
 def epochs_done(d: Path) -> int:
