@@ -3,14 +3,15 @@
 # shared CIFAR-10 JPEG-q75 zip with no strategy, label, seed, epoch or config flag: the `photos` plan
 # (aeclass/sweep_plans.py, docs/sweeps.md) picks supervised + semi at 250 / 4000 / all labels, 1 seed, plus the
 # LabelSpreading-on-PCA baseline. Resumable: rerun to continue; each call is timed on its own.
-# Writes benchmarks/results/sweep-photos/: the sweep's results.csv, summary.md and accuracy_vs_labels.png (once
-# every cell is done), sweep.log (its output, with each cell's wall-clock) and timing.json (one entry per call,
-# interrupted ones too: its wall-clock, cells finished, and the host's bf16 matmul speed, as hosts of the same
-# kind differ about 2x), and the total over calls.
+# Writes benchmarks/results/sweep-photos/ (SWEEP_OUT=DIR writes elsewhere, e.g. to time the plan afresh on
+# another host): the sweep's results.csv, summary.md and accuracy_vs_labels.png (once every cell is done),
+# sweep.log (its output, with each cell's wall-clock) and timing.json (one entry per call, interrupted ones
+# too: its wall-clock, cells finished, and the host's bf16 matmul speed, as hosts of the same kind differ
+# about 2x), and the total over calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR="${AECLASS_DATA:-../shared/datasets}"
-OUT=benchmarks/results/sweep-photos
+OUT="${SWEEP_OUT:-benchmarks/results/sweep-photos}"
 mkdir -p "$OUT"
 gflops() { python -c 'import sys; sys.path.insert(0, "benchmarks")
 from cifar_few_labels import bf16_matmul_gflops; print(round(bf16_matmul_gflops()))'; }
