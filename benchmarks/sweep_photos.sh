@@ -7,7 +7,7 @@
 # another host): the sweep's results.csv, summary.md and accuracy_vs_labels.png (once every cell is done),
 # sweep.log (its output, with each cell's wall-clock) and timing.json (one entry per call, interrupted ones
 # too: its wall-clock, cells finished, and the host's bf16 matmul speed, as hosts of the same kind differ
-# more than 3x: 664 and 2,419 GFLOP/s so far), and the total over calls.
+# more than 3x: 382 to 2,419 GFLOP/s over the calls so far), and the total over calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR="${AECLASS_DATA:-../shared/datasets}"
