@@ -11,8 +11,8 @@ Each cell is an ordinary run directory, benchmarks/results/runs/cifar-few-labels
 from its checkpoint when interrupted. A finished cell is recorded in benchmarks/results/cifar-few-labels.json with
 the settings it ran with; a later call keeps it even when its run directory is gone (another session), and
 measures it again only if its settings changed. Writes cifar-few-labels.json and .md: test error per draw,
-mean +- std, seconds per draw, and the bf16 matmul speed of the machine at each cell (hosts differ: the same
-2-core kind has been measured at 412 and 994 GFLOP/s).
+mean +- std, wall-clock seconds of each draw, and the bf16 matmul speed of the machine at each cell (hosts
+differ: the same 2-core kind has been measured at 412 and 2,402 GFLOP/s).
 
     python benchmarks/cifar_few_labels.py --labels 4000 --seeds 0,1,2 --variants recipe,supervised
     python benchmarks/cifar_few_labels.py --labels 250 --seeds 0 --variants no-recon
@@ -82,7 +82,7 @@ def run_cells(labels: int, variants: list[str], seeds: list[int], results: dict)
 
 def write_markdown(results: dict) -> None:
     from aeclass.io import atomic_write_text
-    lines = ["| labels | variant | draws | test error per draw (%) | mean ± std (%) | seconds per draw | "
+    lines = ["| labels | variant | draws | test error per draw (%) | mean ± std (%) | wall-clock s per draw | "
              "bf16 matmul GFLOP/s |", "|---|---|---|---|---|---|---|"]
     for labels in sorted({c["labels"] for c in results["cells"].values()}, reverse=True):
         for variant in VARIANTS:
@@ -94,12 +94,13 @@ def write_markdown(results: dict) -> None:
             std = f"{err.std(ddof=1):.2f}" if len(err) > 1 else "-"
             lines.append(f"| {labels} | {variant} | {','.join(str(c['seed']) for c in cells)} | "
                          f"{', '.join(f'{e:.2f}' for e in err)} | {err.mean():.2f} ± {std} | "
-                         f"{np.mean([c['wall_seconds'] for c in cells]):.0f} | "
+                         f"{', '.join(str(round(c['wall_seconds'])) for c in cells)} | "
                          f"{', '.join(str(c['bf16_matmul_gflops']) for c in cells)} |")
     lines.append("\nrecipe: `aeclass train --preset cifar-N --seed S`; no-recon: the same with `--no-recon`; supervised: "
-                 "`aeclass train --preset fastcnn-cifar --labels N --seed S`. Seconds per draw: wall-clock of the whole "
-                 "run (all phases, data loading, the final evaluation). Targets (issue #17, each draw <= 60 minutes on 2 "
-                 "cores): " + "; ".join(f"{n} labels: {t}" for n, t in TARGETS.items()) + ".")
+                 "`aeclass train --preset fastcnn-cifar --labels N --seed S`. Wall-clock per draw: the whole run (all "
+                 "phases, data loading, the final evaluation), on the host whose speed the last column gives. Targets "
+                 "(issue #17, each draw <= 60 minutes on 2 cores): "
+                 + "; ".join(f"{n} labels: {t}" for n, t in TARGETS.items()) + ".")
     m = results["machine"]
     lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}")
     atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -30,6 +30,7 @@ ENTRIES = {
     "fast-mnist-long": ("fast-mnist-long", {}, "accuracy", 0.996, 180),
     "fast-cifar": ("fast-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
     "fastcnn-cifar": ("fastcnn-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
+    "fastcnn-cifar-long": ("fastcnn-cifar-long", {"data": "folder:{cifar}"}, "accuracy", 0.93, 3600),
 }
 
 
