@@ -76,7 +76,7 @@ class TrainConfig:
     channels: int | None = option(None, "1 (greyscale) or 3 (RGB); default: the data's own", "data", choices=(1, 3))
     labels: int | None = option(None, "labelled training images to keep (balanced per class, drawn by seed) or 'all'",
                                 "data", convert=parse_labels)
-    augment: str = option("default", "'default' (per dataset), 'none' or e.g. crop=4,flip,rot=10,grey=0.2", "data")
+    augment: str = option("default", "'default' (per dataset), 'none' or e.g. crop=4,flip,rot=10,grey=0.2,cutout=12", "data")
     unlabelled: str | None = option(None, "a directory or .zip of unlabelled images (any layout) to train on as well",
                                     "data")
     labels_csv: str | None = option(None, "a CSV of file,label rows labelling --data folder:IMAGES; its other "

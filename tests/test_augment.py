@@ -10,7 +10,8 @@ from aeclass.data.augment import (LUMA_601, AugmentConfig, _rotate, augment_batc
 from aeclass.errors import ConfigError
 
 CONFIGS = [AugmentConfig(crop_padding=3), AugmentConfig(hflip=True), AugmentConfig(rotation=30.0),
-           AugmentConfig(greyscale=0.5), AugmentConfig(crop_padding=4, hflip=True, rotation=10.0, greyscale=0.2)]
+           AugmentConfig(greyscale=0.5), AugmentConfig(cutout=6),
+           AugmentConfig(crop_padding=4, hflip=True, rotation=10.0, greyscale=0.2, cutout=4)]
 
 
 def gen(seed=0):
@@ -114,6 +115,25 @@ def test_greyscale_gives_equal_channels():
     assert 10 < sum(grey) < 54
 
 
+def test_cutout_zeroes_one_square_of_the_given_side_or_its_part_inside():
+    k, h, w = 6, 16, 20
+    x = batch(n=200, h=h, w=w) + 0.01  # no pixel is 0 before the cut-out
+    y = augment_batch(x, AugmentConfig(cutout=k), gen(6))
+    zero = y == 0
+    assert torch.equal(zero[:, :1].expand_as(zero), zero)  # the same pixels in every channel
+    whole = 0
+    for i in range(len(y)):
+        rows, cols = zero[i, 0].any(1).nonzero().flatten(), zero[i, 0].any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= k and 1 <= len(cols) <= k  # one box, never longer than k on a side
+        box = zero[i, 0, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.all() and zero[i, 0].sum() == box.numel()  # a filled rectangle and nothing else
+        assert torch.equal(y[i][~zero[i]], x[i][~zero[i]])  # the rest untouched
+        inside = 0 < rows[0] and rows[-1] < h - 1 and 0 < cols[0] and cols[-1] < w - 1
+        assert not inside or box.shape == (k, k)  # away from the border, the whole square
+        whole += box.shape == (k, k)
+    assert 60 < whole < 200  # centres fall anywhere: some squares overhang the border
+
+
 def test_to_greyscale_weights_and_dtypes():
     red = torch.zeros(1, 3, 2, 2)
     red[:, 0] = 1.0
@@ -152,7 +172,8 @@ def test_default_augment():
 
 
 @pytest.mark.parametrize("spec", ["none", "crop=4", "flip", "rot=10", "grey=0.2",
-                                  "crop=4,flip,rot=12.5,grey=0.25", "rot=0.123456789"])
+                                  "crop=4,flip,rot=12.5,grey=0.25", "rot=0.123456789", "cutout=12",
+                                  "crop=4,flip,cutout=16"])
 def test_parse_round_trip(spec):
     cfg = parse_augment(spec)
     assert augment_to_string(cfg) == spec
@@ -166,7 +187,7 @@ def test_parse_forms():
 
 
 @pytest.mark.parametrize("spec", ["", "crop", "crop=x", "crop=2.5", "crop=-1", "flip=1", "rot=200", "rot=nan",
-                                  "grey=1.5", "grey=inf", "crop=2,crop=3", "crop=2,", "blur=3", "none,flip"])
+                                  "grey=1.5", "grey=inf", "cutout=2.5", "cutout=-1", "cutout", "crop=2,crop=3", "crop=2,", "blur=3", "none,flip"])
 def test_parse_rejects_bad_specs(spec):
     with pytest.raises(ConfigError) as err:
         parse_augment(spec)

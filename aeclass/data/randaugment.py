@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .augment import LUMA_601
+from .augment import LUMA_601, zero_squares  # zero_squares lives with the other batch ops
 
 COLOUR = ("identity", "autocontrast", "equalize", "brightness", "colour", "contrast", "sharpness", "posterize",
           "solarize")
@@ -120,14 +120,3 @@ def cut_out(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     cy = torch.randint(0, h, (n, 1, 1, 1), generator=gen)
     cx = torch.randint(0, w, (n, 1, 1, 1), generator=gen)
     return zero_squares(x, cy - k // 2, cx - k // 2, k)
-
-
-def zero_squares(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, k) -> torch.Tensor:
-    """Zero, in every channel, the square of side k whose top-left corner is (oy, ox), per image ((N, 1, 1, 1)
-    tensors; k may be one int for all); the parts outside the image are ignored."""
-    h, w = x.shape[2:]
-    oy, ox = oy.to(x.device), ox.to(x.device)
-    k = k.to(x.device) if torch.is_tensor(k) else k
-    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    return x.masked_fill((rows >= oy) & (rows < oy + k) & (cols >= ox) & (cols < ox + k), 0.0)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..data.augment import AugmentConfig, augment_batch
-from ..data.randaugment import cut_out, rand_augment, zero_squares
+from ..data.augment import AugmentConfig, augment_batch, zero_squares
+from ..data.randaugment import cut_out, rand_augment
 from ..distributed import mean_over_ranks
 from ..errors import ConfigError
 from ..options import option
