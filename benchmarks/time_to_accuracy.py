@@ -31,6 +31,8 @@ ENTRIES = {
     "fast-cifar": ("fast-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
     "fastcnn-cifar": ("fastcnn-cifar", {"data": "folder:{cifar}"}, "accuracy", 0.90, 1200),
     "fastcnn-cifar-long": ("fastcnn-cifar-long", {"data": "folder:{cifar}"}, "accuracy", 0.93, 3600),
+    "fastcnn-cifar-long-no-cutout": ("fastcnn-cifar-long", {"data": "folder:{cifar}", "augment": "crop=2,flip"},
+                                     "accuracy", 0.93, 3600),
 }
 
 
