@@ -187,7 +187,8 @@ def test_parse_forms():
 
 
 @pytest.mark.parametrize("spec", ["", "crop", "crop=x", "crop=2.5", "crop=-1", "flip=1", "rot=200", "rot=nan",
-                                  "grey=1.5", "grey=inf", "cutout=2.5", "cutout=-1", "cutout", "crop=2,crop=3", "crop=2,", "blur=3", "none,flip"])
+                                  "grey=1.5", "grey=inf", "cutout=2.5", "cutout=-1", "cutout", "crop=2,crop=3",
+                                  "crop=2,", "blur=3", "none,flip"])
 def test_parse_rejects_bad_specs(spec):
     with pytest.raises(ConfigError) as err:
         parse_augment(spec)

@@ -91,10 +91,17 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig | None, generator: torch.G
     if cfg.greyscale and c > 1:
         x = torch.where((uniform() < cfg.greyscale).view(n, 1, 1, 1), to_greyscale(x, keep_channels=False), x)
     if cfg.cutout:
-        cy = torch.randint(0, h, (n, 1, 1, 1), generator=generator)
-        cx = torch.randint(0, w, (n, 1, 1, 1), generator=generator)
-        x = zero_squares(x, cy - cfg.cutout // 2, cx - cfg.cutout // 2, cfg.cutout)
+        x = cut_squares(x, cfg.cutout, generator)
     return x
+
+
+def cut_squares(x: torch.Tensor, k, generator: torch.Generator) -> torch.Tensor:
+    """Zero a square of side k (one int, or an (N, 1, 1, 1) tensor) centred on a uniformly drawn pixel of each
+    image; a square near the border overhangs it and covers less."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1, 1), generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1, 1), generator=generator)
+    return zero_squares(x, cy - k // 2, cx - k // 2, k)
 
 
 def zero_squares(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, k) -> torch.Tensor:
@@ -246,4 +253,4 @@ def augment_to_string(cfg: AugmentConfig | None) -> str:
 
 
 __all__ = ["AugmentConfig", "augment_batch", "resize_batch", "to_greyscale", "default_augment",
-           "parse_augment", "augment_to_string", "zero_squares", "LUMA_601"]
+           "parse_augment", "augment_to_string", "cut_squares", "zero_squares", "LUMA_601"]

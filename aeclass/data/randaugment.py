@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .augment import LUMA_601, zero_squares  # zero_squares lives with the other batch ops
+from .augment import LUMA_601, cut_squares  # the square cut-out lives with the other batch ops
 
 COLOUR = ("identity", "autocontrast", "equalize", "brightness", "colour", "contrast", "sharpness", "posterize",
           "solarize")
@@ -117,6 +117,4 @@ def cut_out(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     side = min(h, w)
     k = torch.randint(1, max(2, side // 2 + 1), (n, 1, 1, 1), generator=gen)
-    cy = torch.randint(0, h, (n, 1, 1, 1), generator=gen)
-    cx = torch.randint(0, w, (n, 1, 1, 1), generator=gen)
-    return zero_squares(x, cy - k // 2, cx - k // 2, k)
+    return cut_squares(x, k, gen)
