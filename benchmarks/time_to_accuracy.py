@@ -7,9 +7,9 @@ counts; their result is the same every time). Finished entries are kept and skip
 starts over). Writes benchmarks/results/time_to_accuracy.json and .md.
 
 Targets (2 CPU cores): MNIST >= 99.2 % in <= 20 s and >= 99.6 % in <= 3 min; CIFAR-10 (the JPEG-q75 zip)
->= 90 % in <= 20 min, and >= 93 % in <= 60 min (issue #17: the fastcnn-cifar-long entries: the preset on two seeds and
-two variants of it); dense AE 784-32-784 test MSE <= 0.0090 in <= 20 s. The "-fp32" entries rerun a recipe in
-fp32 to show bf16's accuracy parity.
+>= 90 % in <= 20 min, and >= 93 % in <= 60 min (issue #17: the fastcnn-cifar-long entries, the preset on
+two seeds and two variants of it); dense AE 784-32-784 test MSE <= 0.0090 in <= 20 s. The "-fp32" entries
+rerun a recipe in fp32 to show bf16's accuracy parity.
 
     python benchmarks/time_to_accuracy.py                      # everything (45 min here, + 50 min a long entry)
     python benchmarks/time_to_accuracy.py --only fast-mnist,fast-mnist-fp32   # (re)run these
