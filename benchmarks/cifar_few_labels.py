@@ -18,6 +18,8 @@ differ: the same 2-core kind has been measured at 412 and 2,402 GFLOP/s).
     python benchmarks/cifar_few_labels.py --labels 250 --seeds 0 --variants no-recon
     python benchmarks/cifar_few_labels.py --labels 4000 --seeds 0 --variants recipe --retime
 
+Draws outside the issue's 0-2 (e.g. --seeds 3) get a table of their own: the recipes were developed on 0-2,
+so those draws say whether a result holds on labels nobody tuned for.
 --retime runs measured cells again from scratch, on this host, to time them where hosts are faster or slower:
 the rerun is kept beside the first measurement (which stays the cell's figure) and listed in its own table.
 """
@@ -37,6 +39,7 @@ RUNS = RESULTS / "runs" / "cifar-few-labels"
 VARIANTS = {"recipe": lambda n: ("cifar-{}".format(n), {}),
             "no-recon": lambda n: ("cifar-{}".format(n), {"recon_weight": 0.0}),
             "supervised": lambda n: ("fastcnn-cifar", {"labels": n})}
+ISSUE_DRAWS = (0, 1, 2)  # the draws issue #17's targets are stated over, and the recipes were developed on
 TARGETS = {4000: "mean test error <= 15 % (stretch 12 %)", 250: "mean test error <= 40 % (stretch 20 %)"}
 
 
@@ -122,13 +125,14 @@ def retime_lines(results: dict) -> list[str]:
     return lines
 
 
-def write_markdown(results: dict) -> None:
-    from aeclass.io import atomic_write_text
+def table_lines(results: dict, draws) -> list[str]:
+    """One row per (labels, variant): its cells on the draws that `draws(seed)` accepts."""
     lines = ["| labels | variant | draws | test error per draw (%) | mean ± std (%) | wall-clock s per draw | "
              "bf16 matmul GFLOP/s |", "|---|---|---|---|---|---|---|"]
     for labels in sorted({c["labels"] for c in results["cells"].values()}, reverse=True):
         for variant in VARIANTS:
-            cells = sorted((c for c in results["cells"].values() if c["labels"] == labels and c["variant"] == variant),
+            cells = sorted((c for c in results["cells"].values()
+                            if c["labels"] == labels and c["variant"] == variant and draws(c["seed"])),
                            key=lambda c: c["seed"])
             if not cells:
                 continue
@@ -138,11 +142,20 @@ def write_markdown(results: dict) -> None:
                          f"{', '.join(f'{e:.2f}' for e in err)} | {err.mean():.2f} ± {std} | "
                          f"{', '.join(str(round(c['wall_seconds'])) for c in cells)} | "
                          f"{', '.join(str(c['bf16_matmul_gflops']) for c in cells)} |")
+    return lines
+
+
+def write_markdown(results: dict) -> None:
+    from aeclass.io import atomic_write_text
+    lines = table_lines(results, lambda seed: seed in ISSUE_DRAWS)
     lines.append("\nrecipe: `aeclass train --preset cifar-N --seed S`; no-recon: the same with `--no-recon`; supervised: "
                  "`aeclass train --preset fastcnn-cifar --labels N --seed S`. Wall-clock per draw: the whole run (all "
                  "phases, data loading, the final evaluation), on the host whose speed the last column gives. Targets "
                  "(issue #17, each draw <= 60 minutes on 2 cores): "
                  + "; ".join(f"{n} labels: {t}" for n, t in TARGETS.items()) + ".")
+    if any(c["seed"] not in ISSUE_DRAWS for c in results["cells"].values()):
+        lines += ["\nOn label draws the recipes were never built or looked at on (seeds outside the issue's 0-2), "
+                  "measured once the recipes were fixed:\n", *table_lines(results, lambda seed: seed not in ISSUE_DRAWS)]
     lines += retime_lines(results)
     m = results["machine"]
     lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}")
