@@ -78,6 +78,15 @@ def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def measure(preset: str, over: dict, seed: int, run_dir) -> tuple[dict, dict]:
+    """Train (or resume, or read back) one cell: its metrics, and its test error, time and the host's speed."""
+    speed = bf16_matmul_gflops()
+    t0 = time.perf_counter()
+    m = trained(preset, {"data": "folder:{cifar}", **over, "seed": seed}, run_dir, log=print)
+    return m, {"test_error": 1 - m["test_accuracy"], "train_seconds": round(m["train_seconds"], 1),
+               "wall_seconds": round(time.perf_counter() - t0, 1), "bf16_matmul_gflops": round(speed)}
+
+
 def run_cells(labels: int, variants: list[str], seeds: list[int], results: dict) -> None:
     for variant in variants:
         preset, over = VARIANTS[variant](labels)
@@ -86,14 +95,10 @@ def run_cells(labels: int, variants: list[str], seeds: list[int], results: dict)
             run_dir = RUNS / f"{key}-{fingerprint(want)}"  # a run directory per settings: changed ones start afresh
             if same_settings(results["cells"].get(key, {}).get("settings"), want) and not run_dir.exists():
                 continue  # measured earlier with these settings
-            speed = bf16_matmul_gflops()
-            t0 = time.perf_counter()
-            m = trained(preset, {"data": "folder:{cifar}", **over, "seed": seed}, run_dir, log=print)
-            results["cells"][key] = {
-                "labels": labels, "variant": variant, "seed": seed, "preset": preset, "overrides": over,
-                "test_error": 1 - m["test_accuracy"], "train_seconds": round(m["train_seconds"], 1),
-                "wall_seconds": round(time.perf_counter() - t0, 1), "bf16_matmul_gflops": round(speed),
-                "teacher_test_accuracy": m.get("teacher_test_accuracy"), "settings": want}
+            m, timed = measure(preset, over, seed, run_dir)
+            results["cells"][key] = {"labels": labels, "variant": variant, "seed": seed, "preset": preset,
+                                     "overrides": over, **timed,
+                                     "teacher_test_accuracy": m.get("teacher_test_accuracy"), "settings": want}
             save_results(OUT.with_suffix(".json"), results)
             write_markdown(results)
 
@@ -110,13 +115,8 @@ def retime_cells(labels: int, variants: list[str], seeds: list[int], results: di
                 raise SystemExit(f"--retime: cell {key} is not measured with these settings yet; run it without --retime")
             run_dir = RUNS / f"{key}-{fingerprint(want)}-retime"
             shutil.rmtree(run_dir, ignore_errors=True)  # a rerun times the whole draw, so an interrupted one starts over
-            speed = bf16_matmul_gflops()
-            t0 = time.perf_counter()
-            m = trained(preset, {"data": "folder:{cifar}", **over, "seed": seed}, run_dir, log=print)
-            cell.setdefault("retimes", []).append({
-                "test_error": 1 - m["test_accuracy"], "train_seconds": round(m["train_seconds"], 1),
-                "wall_seconds": round(time.perf_counter() - t0, 1), "bf16_matmul_gflops": round(speed),
-                "bf16_matmul_gflops_after": round(bf16_matmul_gflops())})
+            timed = measure(preset, over, seed, run_dir)[1]
+            cell.setdefault("retimes", []).append({**timed, "bf16_matmul_gflops_after": round(bf16_matmul_gflops())})
             save_results(OUT.with_suffix(".json"), results)
             write_markdown(results)
             shutil.rmtree(run_dir)  # recorded; a later --retime starts afresh
