@@ -126,7 +126,8 @@ def retime_lines(results: dict) -> list[str]:
     rows = [(k, c, r) for k, c in sorted(results["cells"].items()) for r in c.get("retimes", [])]
     if not rows:
         return []
-    lines = ["\nThe same cells run again on another host (`--retime`): the first measurement stays the figure above.\n",
+    lines = ["\nThe same cells run again from scratch (`--retime`), on the host whose speed is given: the first "
+             "measurement stays the figure above.\n",
              "| cell | test error first / rerun (%) | wall-clock s first / rerun | bf16 matmul GFLOP/s first / "
              "rerun (before, after) |", "|---|---|---|---|"]
     for key, c, r in rows:
