@@ -105,6 +105,37 @@ def test_distribution_alignment_pulls_towards_balanced_classes():
     assert torch.allclose(align_distribution(balanced, state), balanced, atol=1e-6)
 
 
+def test_self_adaptive_threshold_follows_the_models_confidence():
+    """FreeMatch's bar starts at 1/K, rises towards the mean confidence, and is lower for a class the model
+    predicts rarely (scaled by that class's mean probability over the largest class's)."""
+    from aeclass.strategies import self_adaptive_threshold
+    state: dict = {}
+    probs = torch.tensor([[0.9, 0.05, 0.05]] * 6 + [[0.1, 0.6, 0.3]] * 2)
+    conf, pseudo = probs.max(1)
+    first = self_adaptive_threshold(conf, probs, pseudo, state, momentum=0.9)
+    assert torch.allclose(state["sat_global"], 0.9 / 3 + 0.1 * conf.mean())
+    assert first.max() < 0.5  # near 1/K at first: nearly every pseudo-label counts
+    for _ in range(100):
+        bar = self_adaptive_threshold(conf, probs, pseudo, state, momentum=0.9)
+    assert state["sat_global"] == pytest.approx(conf.mean().item(), abs=1e-4)
+    assert bar[0] == pytest.approx(conf.mean().item(), abs=1e-4)  # class 0 is the most predicted: the global bar
+    assert bar[-1] < 0.5 * bar[0]  # class 1 (mean probability 0.19 against class 0's 0.7): a much lower bar
+    assert bool((conf >= bar).all())  # here every row clears its class's bar; a fixed 0.95 would admit none
+
+
+def test_semi_self_adaptive_threshold_runs_and_resumes(tmp_path, interrupt_training, one_thread):
+    """--threshold self-adaptive end to end: a train_threshold column that rises above 1/K, the running
+    means in the checkpoint, and an exact resume across an interruption."""
+    kw = dict(epochs=2, rampup_epochs=2, threshold="self-adaptive", dist_align=True)
+    ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **kw), **QUIET)
+    resumed = interrupt_training.resume_after_cut(tiny(tmp_path, out=str(tmp_path / "cut"), **kw), 1)
+    assert_same_weights(ref.model, resumed.model)
+    rows = list(csv.DictReader(open(ref.run_dir / "metrics.csv")))
+    assert 0.1 < float(rows[-1]["train_threshold"]) <= 1.0
+    ck = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ck["strategy_state"]) == {"p_model", "sat_global", "sat_local"}
+
+
 def test_cli_no_recon(tmp_path, capsys, one_thread):
     out = tmp_path / "cli"
     assert main(["train", "--preset", "demo", "--strategy", "semi", "--no-recon", "--epochs", "1", "--labels", "30",

@@ -12,8 +12,10 @@ from .base import (Batch, NoOptions, Phase, Strategy, create_strategy, get_strat
 # The built-in strategies register themselves on import, in this order (the order of --help and the sweep).
 from . import autoencoder, supervised, pretrain_finetune, linear_probe, joint, semi, ladder, vae, mae  # noqa: E402,F401
 from .losses import classification, corrupt, reconstruction_loss  # noqa: E402
-from .semi import align_distribution, confident_labels, rampup, strong_view, unsmoothed_confidence  # noqa: E402
+from .semi import (align_distribution, confident_labels, rampup, self_adaptive_threshold, strong_view,  # noqa: E402
+                   unsmoothed_confidence)
 
 __all__ = ["Batch", "NoOptions", "Phase", "Strategy", "create_strategy", "get_strategy", "list_strategies",
            "register_strategy", "unregister_strategy", "classification", "corrupt", "reconstruction_loss",
-           "align_distribution", "confident_labels", "rampup", "strong_view", "unsmoothed_confidence"]
+           "align_distribution", "confident_labels", "rampup", "self_adaptive_threshold", "strong_view",
+           "unsmoothed_confidence"]

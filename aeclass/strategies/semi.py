@@ -35,6 +35,12 @@ class SemiOptions(StudentOptions):  # the students' options (aeclass/strategies/
     strong_augment: str = option("cutout", "the strong view: 'cutout' (a shift, a rotation up to 15 degrees, "
                                  "greyscale, a cut-out) or 'randaugment' (two RandAugment operations, a cut-out)",
                                  choices=("cutout", "randaugment"))
+    threshold: str = option("fixed", "which pseudo-labels count: 'fixed' (top-class probability >= --confidence) or "
+                            "'self-adaptive' (FreeMatch's per-class thresholds, which follow the model's own "
+                            "confidence on unlabelled images; --confidence is then unused)",
+                            choices=("fixed", "self-adaptive"))
+    threshold_momentum: float = option(0.99, "with --threshold self-adaptive: the running means' momentum (they "
+                                             "follow about the last 1/(1 - momentum) steps)", low=0, high=1)
     weak_no_grad: bool = option(False, "the unlabelled images' weak views in a pass of their own, without gradient: "
                                        "less work per step (their BatchNorm statistics are then their own)")
 
@@ -79,6 +85,27 @@ def align_distribution(probs: torch.Tensor, state: dict, momentum: float = 0.99)
     return aligned / aligned.sum(1, keepdim=True)
 
 
+def self_adaptive_threshold(conf: torch.Tensor, probs: torch.Tensor, pseudo: torch.Tensor, state: dict,
+                       momentum: float) -> torch.Tensor:
+    """FreeMatch's self-adaptive thresholds (Wang et al., 2023): a global threshold, the running mean of the
+    top-class confidence on unlabelled images, scaled per class by the running mean of that class's
+    probability over its largest class's. Both start at 1/K.
+
+    A fixed 0.95 admits almost no pseudo-label while the model is unsure and then, once it is sure of
+    everything, every one it has become sure of, right or wrong; a threshold that follows the model's mean
+    confidence stays selective relative to what the model currently knows, and classes the model predicts
+    rarely (where a wrong cluster has taken their images) get a lower bar. Returns each row's threshold (that
+    of its top class); `state["sat_global"]` and
+    `state["sat_local"]` hold the running means (about the last 1/(1-momentum) batches)."""
+    k = probs.shape[1]
+    mean_conf, mean_probs = mean_over_ranks(conf.mean()), mean_over_ranks(probs.mean(0))
+    glob = state.get("sat_global", torch.tensor(1.0 / k))
+    local = state.get("sat_local", torch.full((k,), 1.0 / k))
+    state["sat_global"] = glob = momentum * glob.to(conf) + (1 - momentum) * mean_conf
+    state["sat_local"] = local = momentum * local.to(probs) + (1 - momentum) * mean_probs
+    return (local / local.max() * glob)[pseudo]
+
+
 @register_strategy
 class Semi(SelfTraining, Strategy):
     name = "semi"
@@ -103,6 +130,7 @@ class Semi(SelfTraining, Strategy):
         phases = [] if o.teacher else [Phase("semi", self.cfg.epochs, self.step, "all", mix_labelled=True, trains=trains)]
         return phases + self.student_phases(trains)
 
+    last_threshold = torch.tensor(0.0)  # with --threshold self-adaptive: the last batch's mean bar
     ema_model = None  # the mean teacher (--ema-teacher): the run's weight average, set before each phase
 
     def setup(self, run) -> None:
@@ -120,9 +148,10 @@ class Semi(SelfTraining, Strategy):
         class is the target of the strong view's cross-entropy (averaged over all unlabelled rows, so few
         confident rows weigh little), weighted by --unlabelled-weight times a ramp-up; with --dist-align the
         weak predictions are aligned to balanced classes first, with --ema-teacher they come from the EMA of
-        the weights. Every row: the decoder reconstructs the strong view from the code of its noisy (--noise)
-        version, weighted by --recon-weight (0 switches the decoder off); with --strong-augment randaugment
-        the target is the view before its cut-out, so the decoder also fills the hole in. With --weak-no-grad
+        the weights, with --threshold self-adaptive the bar is FreeMatch's per-class one. Every row: the
+        decoder reconstructs the strong view from the code of its noisy (--noise) version, weighted by
+        --recon-weight (0 switches the decoder off); with --strong-augment randaugment the target is the view
+        before its cut-out, so the decoder also fills the hole in. With --weak-no-grad
         the unlabelled weak views go through a pass of their own, without gradient (their logits are only
         targets), and the gradient pass holds the labelled weak views only."""
         cfg, o = self.cfg, self.opts
@@ -149,6 +178,8 @@ class Semi(SelfTraining, Strategy):
         pl, confident = self._pseudo_label_loss(batch, unl_logits, strong_logits, logits)
         loss = parts["ce"] + o.unlabelled_weight * rampup(batch.epoch, o.rampup_epochs) * pl
         out = {"pseudo": pl, "confident": confident.detach()}
+        if o.threshold == "self-adaptive":  # train_threshold: the mean bar the unlabelled rows had to reach
+            out["threshold"] = self.last_threshold
         if cfg.recon_weight > 0:
             recon = reconstruction_loss(model.decode(code[weak.shape[0]:]), target, cfg.recon_loss)
             loss = loss + cfg.recon_weight * recon
@@ -171,7 +202,12 @@ class Semi(SelfTraining, Strategy):
             conf, pseudo = probs.max(1)
             # The labelled CE's --label-smoothing caps the model's confidence below the threshold otherwise.
             conf = unsmoothed_confidence(conf, self.cfg.label_smoothing, probs.shape[1])
-            mask = (conf >= self.opts.confidence).float()
+            if self.opts.threshold == "self-adaptive":
+                bar = self_adaptive_threshold(conf, probs, pseudo, self.state, self.opts.threshold_momentum)
+                self.last_threshold = bar.mean()
+            else:
+                bar = self.opts.confidence
+            mask = (conf >= bar).float()
         pl = (F.cross_entropy(strong_logits[unl], pseudo, reduction="none") * mask).mean()
         return pl, mask.mean()
 
