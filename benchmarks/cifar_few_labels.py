@@ -164,7 +164,8 @@ def write_markdown(results: dict) -> None:
     from aeclass.io import atomic_write_text
     lines = table_lines(results, lambda seed: seed in ISSUE_DRAWS)
     lines.append("\nrecipe: `aeclass train --preset cifar-N --seed S`; no-recon: the same with `--no-recon`; supervised: "
-                 "`aeclass train --preset fastcnn-cifar --labels N --seed S`. Wall-clock per draw: the whole run (all "
+                 "`aeclass train --preset fastcnn-cifar --labels N --seed S`; self-adaptive: the recipe with "
+                 "`--threshold self-adaptive`. Wall-clock per draw: the whole run (all "
                  "phases, data loading, the final evaluation), on the host whose speed the last column gives. Targets "
                  "(issue #17, each draw <= 60 minutes on 2 cores): "
                  + "; ".join(f"{n} labels: {t}" for n, t in TARGETS.items()) + ".")
