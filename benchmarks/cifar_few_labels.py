@@ -96,8 +96,9 @@ def run_cells(labels: int, variants: list[str], seeds: list[int], results: dict)
         for seed in seeds:
             key, want = f"{labels}-{variant}-s{seed}", settings(preset, {**over, "seed": seed})
             run_dir = RUNS / f"{key}-{fingerprint(want)}"  # a run directory per settings: changed ones start afresh
-            if same_settings(results["cells"].get(key, {}).get("settings"), want) and not run_dir.exists():
-                continue  # measured earlier with these settings
+            unfinished = run_dir.exists() and not (run_dir / "metrics.json").is_file()
+            if same_settings(results["cells"].get(key, {}).get("settings"), want) and not unfinished:
+                continue  # measured earlier with these settings (reading a finished run back would time nothing)
             m, timed = measure(preset, over, seed, run_dir)
             results["cells"][key] = {"labels": labels, "variant": variant, "seed": seed, "preset": preset,
                                      "overrides": over, **timed,
