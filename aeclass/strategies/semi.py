@@ -86,7 +86,7 @@ def align_distribution(probs: torch.Tensor, state: dict, momentum: float = 0.99)
 
 
 def self_adaptive_threshold(conf: torch.Tensor, probs: torch.Tensor, pseudo: torch.Tensor, state: dict,
-                       momentum: float) -> torch.Tensor:
+                            momentum: float) -> torch.Tensor:
     """FreeMatch's self-adaptive thresholds (Wang et al., 2023): a global threshold, the running mean of the
     top-class confidence on unlabelled images, scaled per class by the running mean of that class's
     probability over its largest class's. Both start at 1/K.
@@ -95,8 +95,8 @@ def self_adaptive_threshold(conf: torch.Tensor, probs: torch.Tensor, pseudo: tor
     everything, every one it has become sure of, right or wrong; a threshold that follows the model's mean
     confidence stays selective relative to what the model currently knows, and classes the model predicts
     rarely (where a wrong cluster has taken their images) get a lower bar. Returns each row's threshold (that
-    of its top class); `state["sat_global"]` and
-    `state["sat_local"]` hold the running means (about the last 1/(1-momentum) batches)."""
+    of its top class); `state["sat_global"]` and `state["sat_local"]` hold the running means (about the last
+    1/(1-momentum) batches)."""
     k = probs.shape[1]
     mean_conf, mean_probs = mean_over_ranks(conf.mean()), mean_over_ranks(probs.mean(0))
     glob = state.get("sat_global", torch.tensor(1.0 / k))
@@ -151,9 +151,9 @@ class Semi(SelfTraining, Strategy):
         the weights, with --threshold self-adaptive the bar is FreeMatch's per-class one. Every row: the
         decoder reconstructs the strong view from the code of its noisy (--noise) version, weighted by
         --recon-weight (0 switches the decoder off); with --strong-augment randaugment the target is the view
-        before its cut-out, so the decoder also fills the hole in. With --weak-no-grad
-        the unlabelled weak views go through a pass of their own, without gradient (their logits are only
-        targets), and the gradient pass holds the labelled weak views only."""
+        before its cut-out, so the decoder also fills the hole in. With --weak-no-grad the unlabelled weak
+        views go through a pass of their own, without gradient (their logits are only targets), and the
+        gradient pass holds the labelled weak views only."""
         cfg, o = self.cfg, self.opts
         gen = batch.gen if batch.gen is not None else torch.default_generator
         if o.strong_augment == "randaugment":  # the decoder fills the cut-out in: a masked reconstruction
