@@ -147,6 +147,10 @@ def test_cli_no_recon(tmp_path, capsys, one_thread):
     assert main(["train", "--strategy", "semi", "--no-recon", "--recon-weight", "1", "--out", str(tmp_path / "x")]) == 2
     assert main(["train", "--strategy", "semi", "--confidence", "1.5", "--out", str(tmp_path / "y")]) == 2
     assert "--confidence" in capsys.readouterr().err
+    # A momentum of 1 would freeze the self-adaptive bar at 1/K: refused, the option named, nothing written.
+    assert main(["train", "--strategy", "semi", "--threshold", "self-adaptive", "--threshold-momentum", "1",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "--threshold-momentum" in capsys.readouterr().err and not (tmp_path / "z").exists()
 
 
 def test_rampup_and_strong_view():

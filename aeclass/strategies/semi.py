@@ -40,7 +40,8 @@ class SemiOptions(StudentOptions):  # the students' options (aeclass/strategies/
                             "confidence on unlabelled images; --confidence is then unused)",
                             choices=("fixed", "self-adaptive"))
     threshold_momentum: float = option(0.99, "with --threshold self-adaptive: the running means' momentum (they "
-                                             "follow about the last 1/(1 - momentum) steps)", low=0, high=1)
+                                             "follow about the last 1/(1 - momentum) steps; 1 would freeze them at 1/K)",
+                                      low=0, high=1, high_open=True)
     weak_no_grad: bool = option(False, "the unlabelled images' weak views in a pass of their own, without gradient: "
                                        "less work per step (their BatchNorm statistics are then their own)")
 
@@ -130,7 +131,6 @@ class Semi(SelfTraining, Strategy):
         phases = [] if o.teacher else [Phase("semi", self.cfg.epochs, self.step, "all", mix_labelled=True, trains=trains)]
         return phases + self.student_phases(trains)
 
-    last_threshold = torch.tensor(0.0)  # with --threshold self-adaptive: the last batch's mean bar
     ema_model = None  # the mean teacher (--ema-teacher): the run's weight average, set before each phase
 
     def setup(self, run) -> None:
@@ -175,11 +175,11 @@ class Semi(SelfTraining, Strategy):
                 unl_logits = model(batch.x[~labelled], decode=False)["logits"].float()
         else:
             unl_logits = None if o.weak_no_grad else weak_logits[~labelled]
-        pl, confident = self._pseudo_label_loss(batch, unl_logits, strong_logits, logits)
+        pl, confident, bar = self._pseudo_label_loss(batch, unl_logits, strong_logits, logits)
         loss = parts["ce"] + o.unlabelled_weight * rampup(batch.epoch, o.rampup_epochs) * pl
         out = {"pseudo": pl, "confident": confident.detach()}
         if o.threshold == "self-adaptive":  # train_threshold: the mean bar the unlabelled rows had to reach
-            out["threshold"] = self.last_threshold
+            out["threshold"] = bar
         if cfg.recon_weight > 0:
             recon = reconstruction_loss(model.decode(code[weak.shape[0]:]), target, cfg.recon_loss)
             loss = loss + cfg.recon_weight * recon
@@ -187,11 +187,12 @@ class Semi(SelfTraining, Strategy):
         return {"loss": loss, **out, **parts}
 
     def _pseudo_label_loss(self, batch, unl_logits, strong_logits, logits):
-        """`unl_logits`: the unlabelled rows' weak-view logits (None: the EMA teacher labels them)."""
+        """`unl_logits`: the unlabelled rows' weak-view logits (None: the EMA teacher labels them). Returns the
+        pseudo-label loss, the share of confident rows and the mean bar those rows had to reach."""
         unl = batch.y < 0
         if not bool(unl.any()):
             zero = logits.sum() * 0
-            return zero, zero
+            return zero, zero, zero
         with torch.no_grad():
             if self.ema_model is not None:  # mean teacher: the EMA model labels the weak views
                 probs = self.ema_model(batch.x[unl], decode=False)["logits"].float().softmax(1)
@@ -204,12 +205,11 @@ class Semi(SelfTraining, Strategy):
             conf = unsmoothed_confidence(conf, self.cfg.label_smoothing, probs.shape[1])
             if self.opts.threshold == "self-adaptive":
                 bar = self_adaptive_threshold(conf, probs, pseudo, self.state, self.opts.threshold_momentum)
-                self.last_threshold = bar.mean()
             else:
-                bar = self.opts.confidence
+                bar = torch.full_like(conf, self.opts.confidence)
             mask = (conf >= bar).float()
         pl = (F.cross_entropy(strong_logits[unl], pseudo, reduction="none") * mask).mean()
-        return pl, mask.mean()
+        return pl, mask.mean(), bar.mean()
 
     def final_metrics(self) -> dict:
         return self.student_metrics()
