@@ -437,3 +437,23 @@ def test_a_bad_strong_augment_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--strong-augment" in err and "randaugment" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_the_logged_bar_in_batches_with_and_without_unlabelled_rows(one_thread):
+    """train_threshold is the mean bar the batch's unlabelled rows had to reach; a batch of labelled rows only
+    logs the current bar of the most predicted class (1/K before any update), not 0, which would drag an
+    epoch's mean down."""
+    from aeclass.config import validate
+    from aeclass.models import create_model
+    from aeclass.strategies import Batch, create_strategy
+    torch.manual_seed(0)
+    model = create_model("hybrid", (1, 8, 8), 10, bn=False)
+    s = create_strategy(validate(TrainConfig(strategy="semi", threshold="self-adaptive", noise=0.1)))
+    x, gen = torch.rand(8, 1, 8, 8), torch.Generator().manual_seed(1)
+    only_labelled = s.step(model, Batch(x, torch.arange(8), gen, epoch=1.0))
+    assert float(only_labelled["threshold"]) == pytest.approx(0.1) and float(only_labelled["confident"]) == 0
+    mixed = s.step(model, Batch(x, torch.tensor([3, 1] + [-1] * 6), gen, epoch=1.0))
+    bar = float(mixed["threshold"])
+    assert 0 < bar <= float(s.state["sat_global"]) + 1e-6  # no row's bar exceeds the most predicted class's
+    assert float(s.step(model, Batch(x, torch.arange(8), gen, epoch=1.0))["threshold"]) == \
+        pytest.approx(float(s.state["sat_global"]))

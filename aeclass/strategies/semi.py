@@ -188,11 +188,14 @@ class Semi(SelfTraining, Strategy):
 
     def _pseudo_label_loss(self, batch, unl_logits, strong_logits, logits):
         """`unl_logits`: the unlabelled rows' weak-view logits (None: the EMA teacher labels them). Returns the
-        pseudo-label loss, the share of confident rows and the mean bar those rows had to reach."""
+        pseudo-label loss, the share of confident rows and the mean bar those rows had to reach (in a batch without
+        unlabelled rows, the bar of the most predicted class, so an epoch's mean bar is not pulled towards 0)."""
         unl = batch.y < 0
         if not bool(unl.any()):
             zero = logits.sum() * 0
-            return zero, zero, zero
+            top = self.state.get("sat_global", torch.tensor(1.0 / logits.shape[1]))
+            top = top if self.opts.threshold == "self-adaptive" else self.opts.confidence
+            return zero, zero, torch.as_tensor(top, dtype=zero.dtype, device=zero.device)
         with torch.no_grad():
             if self.ema_model is not None:  # mean teacher: the EMA model labels the weak views
                 probs = self.ema_model(batch.x[unl], decode=False)["logits"].float().softmax(1)
