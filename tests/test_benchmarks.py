@@ -25,3 +25,33 @@ def test_kernel_bound_covers_convolutions_forward_and_backward():
     ops = [c["op"] for c in throughput.kernel_bound(w, (3, 32, 32), "fp32", reps=1)["calls"]]
     assert ops.count("convolution") == 3 and ops.count("convolution_backward") == 3
     assert {"addmm", "mm"} <= set(ops)
+
+
+def _cell(labels, variant, seed, settings, err):
+    return {"labels": labels, "variant": variant, "seed": seed, "settings": settings, "test_error": err,
+            "wall_seconds": 1.0, "bf16_matmul_gflops": 1}
+
+
+def test_cells_are_filed_under_the_variant_whose_settings_they_ran():
+    """cifar-250 took self-adaptive thresholds after cells were recorded with the fixed bar: the old recipe
+    cells become fixed-bar ones and the self-adaptive ones the recipe's, so no figure is shown under settings
+    it did not run and nothing is measured again; a cell recorded before an option existed still counts."""
+    few = pytest.importorskip("cifar_few_labels")
+    fixed = few.cell_settings(250, "fixed-bar", 0)
+    old = {k: v for k, v in fixed.items() if k not in ("threshold", "threshold_momentum")}  # before the option
+    results = {"cells": {"250-recipe-s0": _cell(250, "recipe", 0, old, 0.45),
+                         "250-self-adaptive-s0": _cell(250, "self-adaptive", 0,
+                                                       few.cell_settings(250, "self-adaptive", 0), 0.40),
+                         "250-no-recon-s0": _cell(250, "no-recon", 0, few.cell_settings(250, "no-recon", 0), 0.5),
+                         "250-recipe-s1": _cell(250, "recipe", 1, {**fixed, "lr": 9.0}, 0.9)}}
+    few.refile(results)
+    cells = results["cells"]
+    assert cells["250-fixed-bar-s0"]["test_error"] == 0.45 and cells["250-fixed-bar-s0"]["filed_as"] == "250-recipe-s0"
+    assert cells["250-recipe-s0"]["test_error"] == 0.40 and cells["250-recipe-s0"]["variant"] == "recipe"
+    assert "250-self-adaptive-s0" not in cells and cells["250-no-recon-s0"]["variant"] == "no-recon"
+    assert cells["250-recipe-s1"]["test_error"] == 0.9  # runs what no variant runs now: kept, shown nowhere
+    table = "\n".join(few.table_lines(results, lambda seed: True))
+    assert "| 250 | recipe | 0 | 40.00 |" in table and "| 250 | fixed-bar | 0 | 45.00 |" in table
+    assert "90.00" not in table
+    assert few.canonical(250, "self-adaptive") == "recipe" and few.canonical(4000, "fixed-bar") == "recipe"
+    assert few.canonical(4000, "self-adaptive") == "self-adaptive"
