@@ -111,7 +111,7 @@ def canonical(labels: int, variant: str) -> str:
     return next(v for v in VARIANTS if cell_settings(labels, v, 0) == want)
 
 
-def refile(results: dict) -> None:
+def refile(results: dict) -> int:
     """File each recorded cell under the first variant whose settings it ran, as a preset's change moves them (the
     fixed-bar cells of cifar-250's recipe before it took self-adaptive thresholds become `fixed-bar` ones). A cell
     that no variant runs any more stays under its key and is left out of the tables."""
@@ -130,6 +130,7 @@ def refile(results: dict) -> None:
         cells[new] = {**c, "variant": variant, "overrides": VARIANTS[variant](c["labels"])[1], "filed_as": key}
         print(f"{key} ran what {variant} runs now: filed as {new}")
     results["cells"] = cells
+    return len(moved)
 
 
 def run_cells(labels: int, variants: list[str], seeds: list[int], results: dict) -> None:
@@ -241,7 +242,8 @@ def main() -> None:
         raise SystemExit(f"--variants: unknown '{bad[0]}'; expected some of {', '.join(VARIANTS)}")
     results = load_results(OUT.with_suffix(".json"))
     results.setdefault("cells", {})
-    refile(results)
+    if refile(results):
+        save_results(OUT.with_suffix(".json"), results)
     results["machine"] = machine()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     (retime_cells if args.retime else run_cells)(args.labels, variants, seeds, results)
