@@ -32,6 +32,8 @@ the rerun is kept beside the first measurement (which stays the cell's figure) a
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import time
 
 import numpy as np
@@ -73,13 +75,20 @@ def settings(preset: str, overrides: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in ("out", "data_dir", "report", "threads", "logger")}
 
 
+@functools.lru_cache(maxsize=None)
+def strategy_defaults(strategy: str) -> dict:
+    """The config a strategy runs with no options given (cached: refiling checks every cell against every variant;
+    callers only read it)."""
+    return build_config(overrides={"strategy": strategy}).to_dict()
+
+
 def same_settings(stored: dict | None, want: dict) -> bool:
     """Whether a cell measured with `stored` ran what `want` asks. An option added to aeclass since (absent from
     `stored`) counts as the same when `want` has it at its default, as new options keep the old behaviour (a
     strategy's options at that strategy's defaults)."""
     if stored is None or not set(stored) <= set(want):
         return False
-    defaults = build_config(overrides={"strategy": want.get("strategy", "supervised")}).to_dict()
+    defaults = strategy_defaults(want.get("strategy", "supervised"))
     return all(want[k] == stored[k] for k in stored) and all(
         k in defaults and want[k] == defaults[k] for k in set(want) - set(stored))
 
@@ -100,6 +109,11 @@ def measure(preset: str, over: dict, seed: int, run_dir) -> tuple[dict, dict]:
 
 
 def cell_settings(labels: int, variant: str, seed: int) -> dict:
+    return copy.deepcopy(_cell_settings(labels, variant, seed))  # a copy: results store and may change it
+
+
+@functools.lru_cache(maxsize=None)
+def _cell_settings(labels: int, variant: str, seed: int) -> dict:
     preset, over = VARIANTS[variant](labels)
     return settings(preset, {**over, "seed": seed})
 
@@ -108,7 +122,7 @@ def canonical(labels: int, variant: str) -> str:
     """The first variant that runs what `variant` runs at `labels` (at 250 labels `self-adaptive` is the recipe
     itself, at 4,000 `fixed-bar` is): a cell is filed, and shown, under that one only."""
     want = cell_settings(labels, variant, 0)
-    return next(v for v in VARIANTS if cell_settings(labels, v, 0) == want)
+    return next(v for v in VARIANTS if _cell_settings(labels, v, 0) == want)
 
 
 def refile(results: dict) -> int:
@@ -121,11 +135,12 @@ def refile(results: dict) -> int:
         if match and match[0] != c["variant"]:
             moved[key] = match[0]
     cells = {k: c for k, c in results["cells"].items() if k not in moved}
-    for key, variant in moved.items():
+    for key, variant in list(moved.items()):
         c = results["cells"][key]
         new = f"{c['labels']}-{variant}-s{c['seed']}"
-        if new in cells:  # its place is taken: it keeps its key
+        if new in cells:  # its place is taken: it keeps its key, and has not moved
             cells[key] = c
+            del moved[key]
             continue
         cells[new] = {**c, "variant": variant, "overrides": VARIANTS[variant](c["labels"])[1], "filed_as": key}
         print(f"{key} ran what {variant} runs now: filed as {new}")

@@ -44,7 +44,7 @@ def test_cells_are_filed_under_the_variant_whose_settings_they_ran():
                                                        few.cell_settings(250, "self-adaptive", 0), 0.40),
                          "250-no-recon-s0": _cell(250, "no-recon", 0, few.cell_settings(250, "no-recon", 0), 0.5),
                          "250-recipe-s1": _cell(250, "recipe", 1, {**fixed, "lr": 9.0}, 0.9)}}
-    few.refile(results)
+    assert few.refile(results) == 2  # the old recipe cell and the self-adaptive one
     cells = results["cells"]
     assert cells["250-fixed-bar-s0"]["test_error"] == 0.45 and cells["250-fixed-bar-s0"]["filed_as"] == "250-recipe-s0"
     assert cells["250-recipe-s0"]["test_error"] == 0.40 and cells["250-recipe-s0"]["variant"] == "recipe"
@@ -55,3 +55,14 @@ def test_cells_are_filed_under_the_variant_whose_settings_they_ran():
     assert "90.00" not in table
     assert few.canonical(250, "self-adaptive") == "recipe" and few.canonical(4000, "fixed-bar") == "recipe"
     assert few.canonical(4000, "self-adaptive") == "self-adaptive"
+    assert few.refile(results) == 0  # filed already: nothing moves again
+
+
+def test_a_cell_whose_place_is_taken_keeps_its_key_and_is_not_counted_as_moved():
+    few = pytest.importorskip("cifar_few_labels")
+    fixed = few.cell_settings(250, "fixed-bar", 0)
+    results = {"cells": {"250-recipe-s0": _cell(250, "recipe", 0, fixed, 0.45),
+                         "250-fixed-bar-s0": _cell(250, "fixed-bar", 0, fixed, 0.46)}}
+    assert few.refile(results) == 0
+    assert results["cells"]["250-recipe-s0"]["test_error"] == 0.45
+    assert results["cells"]["250-fixed-bar-s0"]["test_error"] == 0.46
