@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 
 import torch
 from torch import nn
@@ -23,9 +24,44 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` has bf16 arithmetic in hardware: a CUDA GPU that supports it (Ampere and later), an x86
+    CPU with AVX512-BF16 or AMX, an Arm CPU whose oneDNN has bf16 kernels. Elsewhere torch still runs bf16
+    autocast, but by converting in software around fp32 kernels, far slower than plain fp32: on a 2-core AVX2
+    CPU a fastcnn training step took about 15x fp32's time (`python benchmarks/precision.py`)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without these probes: do not guess that it is fast
+        return False
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """The precision a run computes in: 'auto' is bf16 where `device` has it in hardware (native_bf16), fp32
+    elsewhere; 'fp32' and 'bf16' are themselves."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def precision_note(device: torch.device, precision: str) -> str | None:
+    """One line for a run that asked for bf16 on a device that only emulates it; None otherwise."""
+    if precision != "bf16" or native_bf16(device):
+        return None
+    what = "this CPU has neither AVX512-BF16 nor AMX" if device.type == "cpu" else f"{device} has no bf16 arithmetic"
+    return (f"note: --precision bf16: {what}, so bf16 is emulated and training runs many times slower than in fp32; "
+            "--precision auto (or fp32) computes in fp32 here")
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast where asked for, a no-op context otherwise."""
-    if precision == "bf16":
+    """bf16 autocast where the run computes in bf16 ('bf16', or 'auto' on a device with bf16 in hardware), a
+    no-op context otherwise."""
+    if resolve_precision(device, precision) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 _FEW_LABELS_CIFAR = dict(
     data="cifar10", strategy="semi", model="fastcnn", model_kwargs={"decoder": True}, optimizer="sgd", lr=1.5,
     momentum=0.85, nesterov=True, weight_decay=0.00133, schedule="onecycle", warmup_epochs=2.8, label_smoothing=0.2,
-    epochs=12, batch_size=768, labelled_batch_size=256, augment="crop=2,flip", precision="bf16", tta_flip=True,
+    epochs=12, batch_size=768, labelled_batch_size=256, augment="crop=2,flip", precision="auto", tta_flip=True,
     tta_shift=1, recon_weight=1.0, strong_augment="randaugment", weak_no_grad=True, confidence=0.95, dist_align=True,
     unlabelled_weight=1.0, rampup_epochs=1.0)
 
@@ -37,7 +37,8 @@ PRESETS: dict[str, dict] = {
     "tuned-cnn": dict(data="cifar10", strategy="supervised", model="cnn", model_kwargs={"bn": True},
                       optimizer="adam", lr=2e-3, schedule="onecycle", warmup_epochs=1, label_smoothing=0.1,
                       epochs=30, batch_size=128),
-    # Fast recipes (issue #4; benchmarks/time_to_accuracy.py): bf16 autocast, small residual CNNs, one-cycle
+    # Fast recipes (issue #4; benchmarks/time_to_accuracy.py): bf16 autocast where the hardware has it (precision
+    # auto: fp32 on CPUs without AVX512-BF16 or AMX, where emulated bf16 is far slower), small residual CNNs, one-cycle
     # schedules, label smoothing, EMA of the weights, test-time flip for photos.
     # fast-ae keeps the 784-32-784 shape with a PReLU code (a learned slope below zero per code unit, started
     # at 1 so the code starts linear), the code layer started at PCA. benchmarks/ae_variants.py: test MSE 0.0083
@@ -45,19 +46,19 @@ PRESETS: dict[str, dict] = {
     # seed's ReLU code from a random start). 60 epochs leave a margin under the 20 s target on a slow moment.
     "fast-ae": dict(data="mnist", strategy="autoencoder", model="mlp_ae", model_kwargs={"code_dim": 32, "code_act": "prelu"},
                     recon_loss="mse", optimizer="adam", lr=5e-3, schedule="onecycle", warmup_epochs=1,
-                    epochs=60, batch_size=256, augment="none", precision="bf16", pca_init=True),
+                    epochs=60, batch_size=256, augment="none", precision="auto", pca_init=True),
     "fast-mnist": dict(data="mnist", strategy="supervised", model="resnet",
                        model_kwargs={"widths": [24, 48, 96], "decoder": False}, optimizer="adam", lr=4e-3,
                        schedule="onecycle", warmup_epochs=0.3, label_smoothing=0.1, epochs=1, batch_size=128,
-                       ema=0.99, precision="bf16"),
+                       ema=0.99, precision="auto"),
     "fast-mnist-long": dict(data="mnist", strategy="supervised", model="resnet",
                             model_kwargs={"widths": [32, 64, 128], "decoder": False}, augment="crop=2,rot=10",
                             optimizer="adam", lr=4e-3, schedule="onecycle", warmup_epochs=0.5, label_smoothing=0.1,
-                            epochs=10, batch_size=128, ema=0.999, precision="bf16"),
+                            epochs=10, batch_size=128, ema=0.999, precision="auto"),
     "fast-cifar": dict(data="cifar10", strategy="supervised", model="resnet",
                        model_kwargs={"widths": [64, 128, 256], "code": "pool", "code_dim": 256, "decoder": False},
                        optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="onecycle", warmup_epochs=2,
-                       label_smoothing=0.2, epochs=32, batch_size=256, ema=0.99, precision="bf16", tta_flip=True,
+                       label_smoothing=0.2, epochs=32, batch_size=256, ema=0.99, precision="auto", tta_flip=True,
                        tta_shift=1),
     # airbench94's recipe (aeclass/models/fastcnn.py) in aeclass's terms: its lr of 11.5 per 1024 images with
     # Nesterov momentum 0.85, on a summed loss, is SGD lr 1.5 on the mean loss; its decoupled weight decay
@@ -66,7 +67,7 @@ PRESETS: dict[str, dict] = {
     # --warmup-epochs 2.3 it gave 90.22 % here, 15 epochs 90.64 % (docs/speed.md).
     "fastcnn-cifar": dict(data="cifar10", strategy="supervised", model="fastcnn", optimizer="sgd", lr=1.5,
                           momentum=0.85, nesterov=True, weight_decay=0.00133, schedule="onecycle", warmup_epochs=3.45,
-                          label_smoothing=0.2, epochs=15, batch_size=1024, augment="crop=2,flip", precision="bf16",
+                          label_smoothing=0.2, epochs=15, batch_size=1024, augment="crop=2,flip", precision="auto",
                           tta_flip=True, tta_shift=1),
     # The same recipe for an hour's budget (issue #17, section 4): airbench95's widths (Keller Jordan 2024:
     # 128-384-384, 2.5x the multiply-adds of 64-256-256) and 25 epochs, warm-up over the same 23 %, and a
@@ -75,7 +76,7 @@ PRESETS: dict[str, dict] = {
                                model_kwargs={"widths": [128, 384, 384]}, optimizer="sgd", lr=1.5, momentum=0.85,
                                nesterov=True, weight_decay=0.00133, schedule="onecycle", warmup_epochs=5.75,
                                label_smoothing=0.2, epochs=25, batch_size=1024, augment="crop=2,flip,cutout=12",
-                               precision="bf16", tta_flip=True, tta_shift=1),
+                               precision="auto", tta_flip=True, tta_shift=1),
     # MNIST with 100 labels in one run (benchmarks/mnist100.py --recipe v10): the Ladder network (Rasmus et al.
     # 2015: the paper's 784-1000-500-250-250-250-10, its denoising costs, noise 0.3; batch 100 + 100 labelled,
     # Adam 2e-3 cosine, no augmentation, 30 epochs) labels every image it is >= 95 % sure of (test-time shifts of
@@ -84,7 +85,7 @@ PRESETS: dict[str, dict] = {
     # 10 degrees). Recipe v9's two runs as one; the EMA of the weights (0.999) now serves the teacher too.
     "mnist-100": dict(data="mnist", labels=100, strategy="ladder", model="ladder", batch_size=100,
                       labelled_batch_size=100, optimizer="adam", lr=2e-3, schedule="cosine", warmup_epochs=0,
-                      noise=0.3, recon_weight=1.0, precision="bf16", augment="none", epochs=30, ema=0.999,
+                      noise=0.3, recon_weight=1.0, precision="auto", augment="none", epochs=30, ema=0.999,
                       tta_shift=1, confidence=0.95, student_epochs=8, student_model="hybrid", student_noise=0.2,
                       student_smoothing=0.1, student_augment="crop=2,rot=10"),
     # CIFAR-10 photos with few labels (benchmarks/cifar_few_labels.py): semi on fastcnn with its light decoder.

@@ -3,7 +3,8 @@
 Run directory layout (a public interface: scripts read these files):
 
     config.yaml          the resolved TrainConfig (the strategy's options under strategy_kwargs)
-    run.json             seed, versions, device, command, data summary, labelled/unlabelled counts, phases
+    run.json             seed, versions, device, precision, command, data summary, labelled/unlabelled counts,
+                         phases
     metrics.csv          one row per epoch: phase, losses, accuracies, reconstruction MSE, lr, seconds
     metrics.json         final figures of the model to use: best.pt by validation with --val, else last.pt
     checkpoints/last.pt  written after every epoch (temp file + rename); --resume continues from it
@@ -38,7 +39,7 @@ from .cpu import available_cpus, tune_allocator
 from .data import dataset_for
 from .data.augment import augment_to_string
 from .data.train_data import TrainData
-from .device import memory_format_for, pick_device
+from .device import memory_format_for, pick_device, precision_note, resolve_precision
 from .engine import EMA, Run, compile_parts, fit
 from .errors import AeclassError, ConfigError
 from .io import DirectoryLock, atomic_write_json, atomic_write_text, remove_stale_temporaries
@@ -101,6 +102,8 @@ def _prepare(cfg: TrainConfig, resume: bool, init: str | None, log, dataset) -> 
     """Data, model (input statistics, layers set from the data, --init weights, memory format, weight
     average, compilation) and strategy, in the order that fixes every random draw of a run."""
     device = pick_device(distributed.device_name(cfg.device))
+    if (note := precision_note(device, cfg.precision)) is not None:
+        log(note)
     gen = seed_everything(cfg.seed)
     ds = dataset if dataset is not None else dataset_for(cfg)
     if cfg.labels is not None and cfg.labels > ds.train_x.shape[0]:
@@ -248,6 +251,7 @@ def _run_info(run: Run, allocator) -> dict:
     cfg, ds, data, model = run.cfg, run.ds, run.data, run.model
     return {
         "seed": cfg.seed, "versions": versions(), "device": str(run.device), "allocator": allocator,
+        "precision": resolve_precision(run.device, cfg.precision),  # what --precision auto computed in here
         "threads": torch.get_num_threads(),
         "processes": run.dist.world if run.dist is not None else 1,
         "distributed_backend": run.dist.backend if run.dist is not None else None,
@@ -273,7 +277,8 @@ def _with_first_start(path: Path, info: dict) -> dict:
         return info
     if not isinstance(old, dict):
         return info
-    resumed = [*old.get("resumed", []), {"started": info["started"], "command": info["command"]}]
+    resumed = [*old.get("resumed", []), {"started": info["started"], "command": info["command"],
+                                         "device": info["device"], "precision": info["precision"]}]
     # run.json names the run's model (--model) as it started; a resumption after a teacher -> student hand-over
     # holds the student, which metrics.json and the checkpoint name
     first = {k: old[k] for k in ("started", "command", "model", "parameters") if k in old}

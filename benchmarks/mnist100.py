@@ -73,7 +73,7 @@ V9 = {**V8}
 # own convolutional student after the Ladder (--student-model hybrid), so one run directory holds both and
 # resumes across the hand-over. One config serves both phases, so the student trains at the Ladder's batch of
 # 100 (8 epochs, about v9's 4,685 steps), with its cosine schedule, and the EMA of the weights serves the Ladder too.
-V10 = {"preset": "mnist-100"}
+V10 = {"preset": "mnist-100", "precision": "bf16"}  # measured in bf16: the preset's `auto` on the hosts that measured it
 RECIPES = {"v1": V1, "v2": V2, "v3": V3, "v4": V4, "v5": V5, "v6": V6, "v7": V7, "v8": V8, "v9": V9, "v10": V10}
 TEACHERS = {"v7": V7_TEACHER, "v8": V8_TEACHER, "v9": V9_TEACHER}  # recipes whose first teacher is a run of its own
 # The default: v8 (v10 is measured with --recipe v10 --variants semi), the best of the recipes measured on all five draws (v1 1.62 %, v5 1.27 %, v8 0.95 %); v2-v4 did

@@ -17,6 +17,7 @@ rerun a recipe in fp32 to show bf16's accuracy parity.
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 from _common import RESULTS, load_results, machine, run_preset, save_results, with_data_paths
@@ -61,7 +62,8 @@ def main() -> None:
         repeats = args.repeats or (3 if limit <= 60 else 1)
         times, values = [], []
         for _ in range(repeats):
-            cfg, m, _ = run_preset(preset, over, RESULTS / "runs" / "time_to_accuracy" / name, log=print)
+            run_dir = RESULTS / "runs" / "time_to_accuracy" / name
+            cfg, m, _ = run_preset(preset, over, run_dir, log=print)
             times.append(round(m["train_seconds"], 1))
             values.append(m["test_accuracy"] if metric == "accuracy" else m["test_recon_mse"])
         value, seconds = values[0], float(np.median(times))
@@ -69,7 +71,8 @@ def main() -> None:
             print(f"note: {name}'s repeats gave different results {values}; reporting the first", flush=True)
         met = (value >= target if metric == "accuracy" else value <= target) and seconds <= limit
         results["entries"][name] = {
-            "preset": preset, "overrides": with_data_paths(over), "model": cfg.model, "epochs": cfg.epochs, "precision": cfg.precision,
+            "preset": preset, "overrides": with_data_paths(over), "model": cfg.model, "epochs": cfg.epochs,
+            "precision": json.loads((run_dir / "run.json").read_text())["precision"],  # what `auto` computed in
             "batch_size": cfg.batch_size, "metric": metric, "value": value, "target": target, "limit_s": limit,
             "train_seconds": seconds, "runs_train_seconds": times, "eval_seconds": round(m["eval_seconds"], 1),
             "met": bool(met),

@@ -66,3 +66,12 @@ def test_a_cell_whose_place_is_taken_keeps_its_key_and_is_not_counted_as_moved()
     assert few.refile(results) == 0
     assert results["cells"]["250-recipe-s0"]["test_error"] == 0.45
     assert results["cells"]["250-fixed-bar-s0"]["test_error"] == 0.46
+
+
+def test_the_precision_benchmark_times_both_precisions_and_says_what_auto_picks():
+    precision = pytest.importorskip("precision")
+    e = precision.measure(("fast-ae", "mlp_ae", {"code_dim": 8}, (1, 8, 8), 16), rounds=1, seconds=0.0)
+    assert e["fp32_step_ms"] > 0 and e["bf16_step_ms"] > 0
+    assert e["bf16_over_fp32"] == pytest.approx(e["bf16_step_ms"] / e["fp32_step_ms"], rel=0.1, abs=0.02)
+    f = precision.cpu_features()
+    assert f["auto_picks"] == ("bf16" if f["native_bf16"] else "fp32")

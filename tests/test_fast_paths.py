@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from aeclass import TrainConfig, train
+from aeclass.checkpoint import load_checkpoint
 from aeclass.data import load_dataset
-from aeclass.device import use_channels_last
+from aeclass import device
+from aeclass.device import resolve_precision, use_channels_last
 from aeclass.engine import EMA
 from aeclass.evaluation import shifted, tta_logits
 from aeclass.models import create_model
@@ -61,6 +63,47 @@ def test_bf16_training_reaches_fp32_accuracy(tmp_path):
     bf16 = train(cfg(tmp_path, "bf16", precision="bf16"), **QUIET).metrics["test_accuracy"]
     assert fp32 > 0.85
     assert abs(bf16 - fp32) < 0.03, (fp32, bf16)
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the probe is the CPU's own flags
+        assert device.native_bf16(cpu) == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(device, "native_bf16", lambda d, native=native: native)
+        assert resolve_precision(cpu, "auto") == want
+        assert (resolve_precision(cpu, "fp32"), resolve_precision(cpu, "bf16")) == ("fp32", "bf16")  # as asked
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_auto_run_computes_and_records_what_the_hardware_has(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(device, "native_bf16", lambda d: native)
+    lines = []
+    auto = train(cfg(tmp_path, "auto", precision="auto", epochs=2), log=lines.append, progress=False)
+    same = train(cfg(tmp_path, "same", precision="bf16" if native else "fp32", epochs=2), **QUIET)
+    assert json.loads((auto.run_dir / "run.json").read_text())["precision"] == ("bf16" if native else "fp32")
+    assert auto.metrics["test_accuracy"] == same.metrics["test_accuracy"]  # the same arithmetic, the same seed
+    a, b = (load_checkpoint(r.run_dir / "checkpoints" / "last.pt")["model_state"] for r in (auto, same))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any("--precision" in line for line in lines)  # auto never warns
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_where_it_is_only_emulated_says_so_in_one_line(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(device, "native_bf16", lambda d: native)
+    lines = []
+    r = train(cfg(tmp_path, "bf16", precision="bf16", epochs=1), log=lines.append, progress=False)
+    notes = [line for line in lines if line.startswith("note: --precision bf16")]
+    assert len(notes) == (0 if native else 1)
+    assert all("emulated" in n and "--precision auto" in n for n in notes)
+    assert json.loads((r.run_dir / "run.json").read_text())["precision"] == "bf16"  # it asked, it got bf16
+
+
+def test_no_preset_asks_for_emulated_bf16():
+    """A preset that named bf16 would run many times slower on a CPU without it; `auto` picks what is fast."""
+    from aeclass.presets import PRESETS
+    assert {p.get("precision", "fp32") for p in PRESETS.values()} <= {"fp32", "auto"}
+    assert any(p.get("precision") == "auto" for p in PRESETS.values())
 
 
 def test_channels_last_is_used_for_conv_models_only_and_agrees():
