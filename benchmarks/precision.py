@@ -83,8 +83,13 @@ def measure(entry: tuple, rounds: int, seconds: float) -> dict:
 
 def cpu_features() -> dict:
     probe = {name: getattr(torch.cpu, f"_is_{name}_supported", lambda: None)() for name in ("avx2", "avx512", "avx512_bf16", "amx_tile")}
-    cpu = torch.device("cpu")
-    return {"capability": torch.backends.cpu.get_cpu_capability(), **probe, "native_bf16": native_bf16(cpu),
+    cpu, model = torch.device("cpu"), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:  # not Linux
+        pass
+    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(), **probe, "native_bf16": native_bf16(cpu),
             "auto_picks": resolve_precision(cpu, "auto")}
 
 
@@ -95,7 +100,8 @@ def write_markdown(results: dict) -> None:
         lines.append(f"| {name} | {e['presets']} | {e['batch']} | {e['fp32_step_ms']:,.1f} | {e['bf16_step_ms']:,.1f} "
                      f"| {e['bf16_over_fp32']:.2f} |")
     m = results["machine"]
-    lines.append(f"\nOne training step on a random batch, best of {results['rounds']} turns. {m['processor']}, "
+    lines.append(f"\nOne training step on a random batch, best of {results['rounds']} turns. {f.get('model') or ''} "
+                 f"({m['processor']}), "
                  f"{m['cpu_threads']} threads, torch {m['torch']}; CPU capability {f['capability']}, AVX512-BF16 "
                  f"{f['avx512_bf16']}, AMX {f['amx_tile']}: `--precision auto` computes in **{f['auto_picks']}** here.")
     (RESULTS / "precision.md").write_text("\n".join(lines) + "\n")
