@@ -276,7 +276,7 @@ class RunReport:
         procs = info.get("processes")
         return [("strategy", f.strategy), ("model", f.get("model")),
                 ("parameters", f"{info['parameters']:,}" if isinstance(info.get("parameters"), int) else None),
-                ("seed", f.get("seed")), ("device", info.get("device")),
+                ("seed", f.get("seed")), ("device", info.get("device")), ("precision", info.get("precision")),
                 ("processes", f"{procs} ({info.get('distributed_backend')})" if procs and procs > 1 else None),
                 ("phases", ", ".join(f"{p.get('name')} ({p.get('epochs')} epochs, {p.get('images')} images)"
                                      for p in info.get("phases", [])) or None),
