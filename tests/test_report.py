@@ -147,6 +147,8 @@ def test_summary_numbers_match_metrics_json(joint):
     for key in ("n_labelled", "n_unlabelled", "n_train", "n_test"):
         assert f"<td>{m[key]}</td>" in summary, key
     assert "1 × 8 × 8" in summary
+    precision = json.loads((run / "run.json").read_text())["precision"]  # what the run computed in
+    assert precision in ("fp32", "bf16") and f"<tr><th>precision</th><td>{precision}</td></tr>" in summary
     # the confusion matrix section counts what metrics.json counts
     assert f"{sum(map(sum, m['confusion_matrix']))} test images" in section(page, "confusion")
 
