@@ -127,7 +127,7 @@ class TrainConfig:
     # speed
     precision: str = option("fp32", "fp32 | bf16 (autocast) | auto (bf16 where the device has it in hardware: "
                                      "AVX512-BF16 or AMX CPUs, recent CUDA GPUs; fp32 elsewhere)", "speed",
-                            choices=("fp32", "bf16", "auto"))
+                            runtime=True, choices=("fp32", "bf16", "auto"))  # like --device: run.json says which
     compile: bool = option(False, "torch.compile the encoder, decoder and head (needs a C++ compiler on CPU)",
                            "speed", runtime=True)
     fused_optimizer: bool = option(False, "torch's fused optimiser kernels: faster steps, different rounding", "speed")

@@ -99,6 +99,16 @@ def test_bf16_where_it_is_only_emulated_says_so_in_one_line(tmp_path, monkeypatc
     assert json.loads((r.run_dir / "run.json").read_text())["precision"] == "bf16"  # it asked, it got bf16
 
 
+def test_a_run_resumed_where_bf16_is_missing_goes_on_in_fp32_and_run_json_says_so(tmp_path, monkeypatch,
+                                                                                 interrupt_training):
+    monkeypatch.setattr(device, "native_bf16", lambda d: True)
+    r = interrupt_training.resume_after_cut(cfg(tmp_path, "moved", precision="auto", epochs=2), 1, before_resume=lambda:
+                                            monkeypatch.setattr(device, "native_bf16", lambda d: False))
+    info = json.loads((r.run_dir / "run.json").read_text())
+    assert info["precision"] == "bf16" and [s["precision"] for s in info["resumed"]] == ["fp32"]
+    assert len(read_metrics_csv(r.run_dir / "metrics.csv")) == 2  # both epochs, one in each precision
+
+
 def test_no_preset_asks_for_emulated_bf16():
     """A preset that named bf16 would run many times slower on a CPU without it; `auto` picks what is fast."""
     from aeclass.presets import PRESETS
