@@ -21,7 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import RESULTS, machine, save_results
+from _common import RESULTS, cpu_model, machine, save_results
 
 from aeclass.device import autocast, native_bf16, resolve_precision
 from aeclass.models.registry import create_model
@@ -83,13 +83,8 @@ def measure(entry: tuple, rounds: int, seconds: float) -> dict:
 
 def cpu_features() -> dict:
     probe = {name: getattr(torch.cpu, f"_is_{name}_supported", lambda: None)() for name in ("avx2", "avx512", "avx512_bf16", "amx_tile")}
-    cpu, model = torch.device("cpu"), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:  # not Linux
-        pass
-    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(), **probe, "native_bf16": native_bf16(cpu),
+    cpu = torch.device("cpu")
+    return {"model": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), **probe, "native_bf16": native_bf16(cpu),
             "auto_picks": resolve_precision(cpu, "auto")}
 
 

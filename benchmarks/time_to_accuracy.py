@@ -4,7 +4,7 @@ Each entry is one `aeclass.train` run of a preset (the same engine as `aeclass t
 time is the run's train_seconds (optimiser steps, data indexing and augmentation; not the per-epoch test
 evaluation or checkpoint writes). Entries with a limit of a minute or less run 3 times (the median time
 counts; their result is the same every time). Finished entries are kept and skipped on a rerun (`--fresh`
-starts over). Writes benchmarks/results/time_to_accuracy.json and .md.
+starts over). Writes benchmarks/results/time_to_accuracy.json and .md (`--name STEM`: STEM.json and .md, for another machine).
 
 Targets (2 CPU cores): MNIST >= 99.2 % in <= 20 s and >= 99.6 % in <= 3 min; CIFAR-10 (the JPEG-q75 zip)
 >= 90 % in <= 20 min, and >= 93 % in <= 60 min (issue #17: the fastcnn-cifar-long entries, the preset on
@@ -46,8 +46,10 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--repeats", type=int, help="runs per entry, median time kept (default: 3 for entries whose "
                                                 "limit is at most a minute, else 1)")
+    ap.add_argument("--name", default="time_to_accuracy", help="results file stem (another machine's figures go in "
+                                                               "a file of their own, e.g. time_to_accuracy-avx2)")
     args = ap.parse_args()
-    out_json = RESULTS / "time_to_accuracy.json"
+    out_json = RESULTS / f"{args.name}.json"
     results = {} if args.fresh else load_results(out_json)
     results.setdefault("entries", {})
     results["machine"] = machine()
@@ -78,12 +80,12 @@ def main() -> None:
             "met": bool(met),
         }
         save_results(out_json, results)
-        write_markdown(results)
+        write_markdown(results, args.name)
         print(name, results["entries"][name], flush=True)
-    write_markdown(results)
+    write_markdown(results, args.name)
 
 
-def write_markdown(results: dict) -> None:
+def write_markdown(results: dict, stem: str = "time_to_accuracy") -> None:
     from aeclass.io import atomic_write_text
     lines = ["| entry | model | epochs | precision | result | target | train s (median, range) | limit s | met |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -95,8 +97,10 @@ def write_markdown(results: dict) -> None:
         lines.append(f"| {name} | {e['model']} | {e['epochs']} | {e['precision']} | {fmt(e['value'])} | {sign} {fmt(e['target'])} "
                      f"| {e['train_seconds']}{spread} | {e['limit_s']} | {'yes' if e['met'] else '**no**'} |")
     m = results["machine"]
-    lines.append(f"\n{m['processor']}, {m['cpu_threads']} threads, torch {m['torch']}" + (f", {m['cuda']}" if m["cuda"] else ""))
-    atomic_write_text(RESULTS / "time_to_accuracy.md", "\n".join(lines) + "\n")
+    cpu = ", ".join(x for x in (m.get("cpu_model"), m.get("cpu_capability") and f"{m['cpu_capability']} kernels") if x)
+    lines.append(f"\n{m['processor']}{f' ({cpu})' if cpu else ''}, {m['cpu_threads']} threads, torch {m['torch']}"
+                 + (f", {m['cuda']}" if m["cuda"] else ""))
+    atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
