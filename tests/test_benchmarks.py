@@ -75,3 +75,11 @@ def test_the_precision_benchmark_times_both_precisions_and_says_what_auto_picks(
     assert e["bf16_over_fp32"] == pytest.approx(e["bf16_step_ms"] / e["fp32_step_ms"], rel=0.1, abs=0.02)
     f = precision.cpu_features()
     assert f["auto_picks"] == ("bf16" if f["native_bf16"] else "fp32")
+
+
+def test_the_few_label_cells_stay_bf16_measurements_under_a_preset_that_says_auto():
+    few = pytest.importorskip("cifar_few_labels")
+    from aeclass import build_config
+    assert build_config(preset="cifar-4000").precision == "auto"
+    for labels, variant in ((4000, "recipe"), (250, "no-recon"), (250, "supervised")):
+        assert few.cell_settings(labels, variant, 0)["precision"] == "bf16", (labels, variant)
