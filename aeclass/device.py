@@ -29,8 +29,13 @@ def native_bf16(device: torch.device) -> bool:
     CPU with AVX512-BF16 or AMX, an Arm CPU whose oneDNN has bf16 kernels. Elsewhere torch still runs bf16
     autocast, but by converting in software around fp32 kernels, far slower than plain fp32: on a 2-core AVX2
     CPU a fastcnn training step took about 15x fp32's time (`python benchmarks/precision.py`)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # not torch.cuda.is_bf16_supported(), which also says yes where bf16 is emulated
+        if not torch.cuda.is_available():
+            return False
+        if torch.version.hip:  # AMD's GPUs that ROCm supports all have bf16
+            return True
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).major >= 8  # compute capability 8.0 (Ampere) and later
     if device.type != "cpu":
         return False
     try:

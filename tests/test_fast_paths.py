@@ -75,6 +75,16 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
         assert (resolve_precision(cpu, "fp32"), resolve_precision(cpu, "bf16")) == ("fp32", "bf16")  # as asked
 
 
+@pytest.mark.parametrize("major, native", [(7, False), (8, True), (9, True)])
+def test_a_cuda_gpu_has_bf16_from_ampere_on(monkeypatch, major, native):
+    """Turing and older GPUs emulate bf16 (torch.cuda.is_bf16_supported() still says yes there by default)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("Props", (), {"major": major})())
+    assert device.native_bf16(torch.device("cuda:0")) is native
+    assert resolve_precision(torch.device("cuda:0"), "auto") == ("bf16" if native else "fp32")
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_an_auto_run_computes_and_records_what_the_hardware_has(tmp_path, monkeypatch, native):
     monkeypatch.setattr(device, "native_bf16", lambda d: native)
