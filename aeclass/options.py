@@ -6,9 +6,10 @@
 
 `option()` records the help text, the help group, the domain (low / high / choices / `positive`) and whether the
 option only says where or how a run executes (`runtime`: it may change between a run and its resume without
-changing what it learns; the device and the precision change only the rounding). `check_fields` validates an instance against its annotations and domains with one-line
-errors naming the flag; `add_flags` turns the fields into argparse flags. TrainConfig, every strategy's
-options and the CLI all go through these two functions, so a new option is one line in one place.
+changing what it learns; the device and the precision change only the rounding). `check_fields` validates an
+instance against its annotations and domains with one-line errors naming the flag; `add_flags` turns the fields
+into argparse flags. TrainConfig, every strategy's options and the CLI all go through these two functions, so a
+new option is one line in one place.
 """
 from __future__ import annotations
 

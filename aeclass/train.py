@@ -280,9 +280,9 @@ def _with_first_start(path: Path, info: dict) -> dict:
     resumed = [*old.get("resumed", []), {"started": info["started"], "command": info["command"],
                                          "device": info["device"], "precision": info["precision"]}]
     # run.json names the run's model (--model) as it started; a resumption after a teacher -> student hand-over
-    # holds the student, which metrics.json and the checkpoint name. The device and precision are the first
-    # sitting's too; each resumption lists its own.
-    first = {k: old[k] for k in ("started", "command", "model", "parameters", "device", "precision") if k in old}
+    # holds the student, which metrics.json and the checkpoint name. The precision is the first sitting's too;
+    # `device` stays the latest sitting's, as it always was; each resumption lists both of its own.
+    first = {k: old[k] for k in ("started", "command", "model", "parameters", "precision") if k in old}
     return {**info, **first, "resumed": resumed}
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from _common import RESULTS, cpu_model, machine, save_results
 
 from aeclass.device import autocast, native_bf16, resolve_precision
+from aeclass.io import atomic_write_text
 from aeclass.models.registry import create_model
 
 # name -> (the preset it stands for, model, model kwargs, input shape, batch)
@@ -82,10 +83,12 @@ def measure(entry: tuple, rounds: int, seconds: float) -> dict:
 
 
 def cpu_features() -> dict:
-    probe = {name: getattr(torch.cpu, f"_is_{name}_supported", lambda: None)() for name in ("avx2", "avx512", "avx512_bf16", "amx_tile")}
+    """The CPU and what torch's probes say of it (None where this torch has no such probe)."""
+    probe = {name: getattr(torch.cpu, f"_is_{name}_supported", lambda: None)()
+             for name in ("avx2", "avx512", "avx512_bf16", "amx_tile")}
     cpu = torch.device("cpu")
-    return {"model": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), **probe, "native_bf16": native_bf16(cpu),
-            "auto_picks": resolve_precision(cpu, "auto")}
+    return {"model": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), **probe,
+            "native_bf16": native_bf16(cpu), "auto_picks": resolve_precision(cpu, "auto")}
 
 
 def write_markdown(results: dict) -> None:
@@ -96,10 +99,9 @@ def write_markdown(results: dict) -> None:
                      f"| {e['bf16_over_fp32']:.2f} |")
     m = results["machine"]
     lines.append(f"\nOne training step on a random batch, best of {results['rounds']} turns. {f.get('model') or ''} "
-                 f"({m['processor']}), "
-                 f"{m['cpu_threads']} threads, torch {m['torch']}; CPU capability {f['capability']}, AVX512-BF16 "
+                 f"({m['processor']}), {m['cpu_threads']} threads, torch {m['torch']}; CPU capability {f['capability']}, AVX512-BF16 "
                  f"{f['avx512_bf16']}, AMX {f['amx_tile']}: `--precision auto` computes in **{f['auto_picks']}** here.")
-    (RESULTS / "precision.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / "precision.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:
