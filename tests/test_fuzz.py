@@ -252,6 +252,17 @@ def test_a_zip_with_two_entries_of_one_name_is_refused_naming_it(tmp_path):
         folder.load_folder(path)
 
 
+def test_a_zip_entry_whose_name_begins_with_a_nul_byte_is_refused_naming_the_zip(tmp_path):
+    """zipfile cuts an entry's name at its first NUL byte: '\\x00.png' reads as '', which the fuzzer found crashing
+    the loader with an IndexError."""
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("cat/x.png", SEEDS[0])
+        zf.writestr(zipfile.ZipInfo("\x00.png"), SEEDS[1])
+    with pytest.raises(DataError, match=r"data.zip has an entry with an empty name"):
+        folder.load_folder(path)
+
+
 def zip_with_lying_size(n: int, claimed: int) -> bytes:
     """A zip whose one entry inflates to n zero bytes but whose central directory claims `claimed`."""
     buf = io.BytesIO()

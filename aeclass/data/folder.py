@@ -105,6 +105,10 @@ class _Zip:
         self.infos = {}
         for i in self.zf.infolist():
             name = i.filename.replace("\\", "/")
+            if not name:  # zipfile cuts a name at its first NUL byte, so a name that began with one is empty
+                self.zf.close()
+                raise DataError(f"folder: {path} has an entry with an empty name (or one that begins with a NUL "
+                                "byte); entries must be relative paths inside the archive")
             # Nothing is extracted, but an absolute or climbing entry name would still become a class (""
             # or ".."): such an archive is refused rather than guessed at.
             if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in name.split("/"):
