@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 
 import torch
@@ -36,8 +37,11 @@ def native_bf16(device: torch.device) -> bool:
             return True
         index = device.index if device.index is not None else torch.cuda.current_device()
         return torch.cuda.get_device_properties(index).major >= 8  # compute capability 8.0 (Ampere) and later
-    if device.type != "cpu":
-        return False
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
+@functools.lru_cache(maxsize=None)  # a CPU's flags do not change while the process runs; autocast asks each step
+def _cpu_has_bf16() -> bool:
     try:
         if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
             return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
