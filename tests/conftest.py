@@ -1,4 +1,5 @@
-"""Shared test fixtures: the real data, cutting a run short, the thread count a test leaves behind."""
+"""Shared test fixtures (the real data, cutting a run short, the thread count a test leaves behind) and how the
+suite runs on several CPUs (pytest-xdist workers: their threads, their number, slow tests first)."""
 from __future__ import annotations
 
 import os
@@ -71,3 +72,31 @@ def assert_same_weights(a, b) -> None:
     import torch
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`) the N workers share the CPUs: each trains on its share of threads (aeclass keeps
+    torch's count when it is below the CPUs it may use), and so do the processes a test starts, so that N workers'
+    torch threads do not wait on each other at every parallel region. Not pinned to cores: a test's own
+    processes (distributed ranks, crash runs) may then use a core another worker leaves idle."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not count:
+        return
+    from aeclass.cpu import available_cpus
+    share = max(1, available_cpus() // int(count))
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    import torch
+    torch.set_num_threads(share)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU this process may use (aeclass.cpu: the affinity mask and a cgroup quota, which
+    xdist's own count ignores), at most 8: each worker holds its own torch and datasets in memory."""
+    from aeclass.cpu import available_cpus
+    return min(available_cpus(), 8)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, in their files' order: under xdist a minute-long test that starts last keeps one
+    worker busy while the others have nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -146,6 +146,7 @@ def test_console_script_runs_as_a_module():
     assert p.returncode == 2 and p.stderr.strip().startswith("aeclass: error:") and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_no_options_runs_the_demo_preset_even_with_where_to_write(tmp_path, capsys):
     import yaml
     code, out, _ = run(capsys, "train", "--out", str(tmp_path / "demo"), "--no-report", "--quiet")
@@ -154,6 +155,7 @@ def test_no_options_runs_the_demo_preset_even_with_where_to_write(tmp_path, caps
     assert (cfg["data"], cfg["labels"], cfg["strategy"], cfg["noise"]) == ("digits", 100, "joint", 0.2)
 
 
+@pytest.mark.slow
 def test_a_terminal_run_shows_no_warning_text(tmp_path):
     """On a terminal (a pty: tqdm's bars are on) with every warning an error, training runs clean: no warning
     breaks the progress bar, none is hidden."""

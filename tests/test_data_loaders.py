@@ -419,6 +419,7 @@ def test_real_mnist(shared_datasets):
     assert catalog.verify("mnist", shared_datasets)["ok"]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_cifar10_jpeg_zip(shared_datasets, monkeypatch):
     path = shared_datasets / "cifar10-jpeg" / "cifar10-jpeg.zip"

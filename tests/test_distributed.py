@@ -53,6 +53,7 @@ def metrics(run: Path) -> dict:
 COMMON = ["--data", "digits", "--labels", "200", "--no-report", "--quiet"]
 
 
+@pytest.mark.slow
 def test_two_processes_do_the_arithmetic_of_one_on_the_same_global_batch(tmp_path):
     args = [*COMMON, "--strategy", "supervised", "--model", "mlp_ae", "--augment", "none", "--epochs", "3"]
     one, two = single([*args, "--out", str(tmp_path / "one")]), torchrun([*args, "--out", str(tmp_path / "two")])
@@ -72,6 +73,7 @@ def test_two_processes_do_the_arithmetic_of_one_on_the_same_global_batch(tmp_pat
     assert json.loads(ev.stdout)["test_accuracy"] == pytest.approx(metrics(tmp_path / "two")["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_semi_with_its_state_on_two_processes_matches_one_within_a_margin(tmp_path):
     # the EMA teacher, distribution alignment and a self-training student: every part of semi's state
     args = [*COMMON[:2], "--labels", "100", "--no-report", "--quiet", "--strategy", "semi", "--dist-align",
@@ -105,6 +107,7 @@ sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
+@pytest.mark.slow
 def test_a_distributed_run_resumes_exactly_from_its_checkpoint(tmp_path):
     script = tmp_path / "crash_after_2.py"
     script.write_text(STOP_AFTER)
@@ -136,6 +139,7 @@ def test_other_commands_refuse_to_run_as_n_copies(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_divergence_on_the_ranks_stops_them_all_at_the_same_step(tmp_path):
     out = torchrun([*COMMON, "--strategy", "supervised", "--model", "mlp_ae", "--optimizer", "sgd", "--lr", "1e9",
                     "--epochs", "3", "--out", str(tmp_path / "r")])

@@ -164,6 +164,7 @@ def test_rampup_and_strong_view():
     assert ((a == 0).flatten(1).sum(1) > 0).all() and ((a - x).abs().flatten(1).amax(1) > 0).all()
 
 
+@pytest.mark.slow
 def test_semi_beats_supervised_with_100_labels(tmp_path, one_thread):
     """Digits, 100 labels (10 per class), demo recipe shortened to 10 epochs, 1 thread, seeds 0-4.
 
@@ -400,6 +401,7 @@ PHOTO = dict(model="fastcnn", model_kwargs={"decoder": True}, channels=3, strong
              weak_no_grad=True, dist_align=True, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True)
 
 
+@pytest.mark.slow
 def test_the_photo_options_train_end_to_end_and_resume_exactly(tmp_path, interrupt_training, one_thread):
     ref = train(tiny(tmp_path, out=str(tmp_path / "ref"), **PHOTO), **QUIET)
     rows = list(csv.DictReader(open(ref.run_dir / "metrics.csv")))

@@ -65,6 +65,7 @@ def test_linear_probe_freezes_the_encoder(tmp_path):
         assert torch.equal(enc1[k], enc2[k]), k
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_resume_continues_exactly(tmp_path):
     full = train(tiny(tmp_path, epochs=4, out=str(tmp_path / "full")), **QUIET)
     again = train(tiny(tmp_path, epochs=4, out=str(tmp_path / "again")), **QUIET)
@@ -130,6 +131,7 @@ def test_strategy_needing_a_decoder_rejects_cnn(tmp_path):
         train(tiny(tmp_path, strategy="joint", model="cnn"), **QUIET)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains(tmp_path):
     r = train(tiny(tmp_path, precision="bf16", epochs=2), **QUIET)
     assert r.metrics["test_accuracy"] > 0.2
