@@ -82,6 +82,10 @@ def pytest_configure(config):
     count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not os.environ.get("PYTEST_XDIST_WORKER") or not count:
         return
+    # OpenMP threads that wait by spinning hold their core while another worker's process needs it: a test that
+    # starts a 2-thread run beside another worker took 2-3x longer than when they sleep. Read when torch loads,
+    # so set before aeclass (and torch) is imported; the processes a test starts inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from aeclass.cpu import available_cpus
     share = max(1, available_cpus() // int(count))
     os.environ["OMP_NUM_THREADS"] = str(share)
