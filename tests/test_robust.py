@@ -368,6 +368,19 @@ def test_available_cpus_follow_the_affinity_mask_and_the_cgroup_quota(monkeypatc
     assert cpu.available_cpus() == 1
 
 
+def test_an_xdist_worker_and_the_processes_it_starts_get_their_share_of_the_cpus():
+    """tests/conftest.py: under `-n N` each worker's share of threads, and threads that sleep while they wait."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not count:
+        pytest.skip("not run by a pytest-xdist worker (-n 0): there is no share to check")
+    from aeclass.cpu import available_cpus
+    share = str(max(1, available_cpus() // int(count)))
+    child = subprocess.run([sys.executable, "-c", "import os, torch; print(os.environ['OMP_WAIT_POLICY'], "
+                            "torch.get_num_threads())"], capture_output=True, text=True, timeout=120)
+    policy = os.environ["OMP_WAIT_POLICY"]  # PASSIVE, unless the one who ran pytest chose otherwise
+    assert os.environ["OMP_NUM_THREADS"] == share and child.stdout.split() == [policy, share], child.stderr
+
+
 @pytest.mark.parametrize("argv, preset, expected", [
     ("['/usr/bin/aeclass', 'train']", None, "decided"),             # the console script
     ("['python', '-m', 'aeclass', 'train']", None, "decided"),      # python -m aeclass
