@@ -99,7 +99,8 @@ def write_markdown(results: dict) -> None:
                      f"| {e['bf16_over_fp32']:.2f} |")
     m = results["machine"]
     lines.append(f"\nOne training step on a random batch, best of {results['rounds']} turns. {f.get('model') or ''} "
-                 f"({m['processor']}), {m['cpu_threads']} threads, torch {m['torch']}; CPU capability {f['capability']}, AVX512-BF16 "
+                 f"({m['processor']}), {m['cpu_threads']} threads, torch {m['torch']}; "
+                 f"CPU capability {f['capability']}, AVX512-BF16 "
                  f"{f['avx512_bf16']}, AMX {f['amx_tile']}: `--precision auto` computes in **{f['auto_picks']}** here.")
     atomic_write_text(RESULTS / "precision.md", "\n".join(lines) + "\n")
 

@@ -4,7 +4,8 @@ Each entry is one `aeclass.train` run of a preset (the same engine as `aeclass t
 time is the run's train_seconds (optimiser steps, data indexing and augmentation; not the per-epoch test
 evaluation or checkpoint writes). Entries with a limit of a minute or less run 3 times (the median time
 counts; their result is the same every time). Finished entries are kept and skipped on a rerun (`--fresh`
-starts over). Writes benchmarks/results/time_to_accuracy.json and .md (`--name STEM`: STEM.json and .md, for another machine).
+starts over). Writes benchmarks/results/time_to_accuracy.json and .md (`--name STEM`: STEM.json and .md, for
+another machine).
 
 Targets (2 CPU cores): MNIST >= 99.2 % in <= 20 s and >= 99.6 % in <= 3 min; CIFAR-10 (the JPEG-q75 zip)
 >= 90 % in <= 20 min, and >= 93 % in <= 60 min (issue #17: the fastcnn-cifar-long entries, the preset on
